@@ -1,0 +1,64 @@
+# defectcam — every target builds the virtual environment first if it is missing.
+#   make reproduce                      all stages of the default (quick) experiment
+#   make train EXPERIMENT=paper         pick an experiment
+#   make localize ARGS="localize.n_thresholds=201"   pass Hydra overrides
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXPERIMENT ?= quick
+ARGS ?=
+RUN = experiment=$(EXPERIMENT) $(ARGS)
+SWEEP_THRESHOLDS ?= 0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# This machine's pip configuration names local indexes that may not exist; their warnings are noise.
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
+
+.PHONY: setup data train evaluate cams localize report reproduce sweep bench test clean
+
+setup: $(VENV)/.installed
+
+# torch and torchvision come from the local disk with plain pip (never uv/poetry: they would download ~3 GB).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e ".[test]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import defectcam, torch, torchvision, pytorch_lightning, hydra"
+	touch $@
+
+data: setup
+	$(BIN)/defectcam-data $(RUN)
+
+train: setup
+	$(BIN)/defectcam-train $(RUN)
+
+evaluate: setup
+	$(BIN)/defectcam-evaluate $(RUN)
+
+cams: setup
+	$(BIN)/defectcam-cams $(RUN)
+
+localize: setup
+	$(BIN)/defectcam-localize $(RUN)
+
+report: setup
+	$(BIN)/defectcam-report $(RUN)
+
+reproduce: setup
+	$(BIN)/defectcam-reproduce $(RUN)
+
+# A threshold sweep over the cached CAMs (run `make reproduce` or `make cams` first), jobs in parallel
+# with the joblib launcher; gathered into outputs/<experiment>/sweep/sweep.csv and sweep.png.
+sweep: setup
+	$(BIN)/defectcam-localize -m $(RUN) localize.threshold=$(SWEEP_THRESHOLDS) hydra/launcher=joblib hydra.launcher.n_jobs=2
+
+bench: setup
+	$(BIN)/python benchmarks/bench_cams.py
+	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_train.py
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf outputs multirun data/synthetic .pytest_cache

@@ -1,0 +1,60 @@
+"""Raw CAM -> scoring map: bilinear upsampling to the mask size, then per-image min-max to [0, 1].
+
+Raw maps are cached at the layer's own resolution (small, possibly float16); scoring always
+happens in float32 at the mask size.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from defectcam.errors import ConfigError
+
+NORM_EPS = 1e-7
+
+
+def check_size(size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) of two positive ints -> tuple; ConfigError otherwise."""
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    if (
+        not isinstance(size, Sequence)
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        raise ConfigError(f"output size must be two positive ints (H, W), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def check_maps(maps: Tensor, name: str = "maps") -> None:
+    """Raise ValueError unless maps is a non-empty floating (N, h, w) tensor."""
+    if not isinstance(maps, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, h, w), got {type(maps).__name__}")
+    if maps.ndim != 3 or maps.numel() == 0:
+        raise ValueError(f"{name} must have shape (N, h, w) with N, h, w > 0, got {tuple(maps.shape)}")
+    if not maps.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {maps.dtype}")
+
+
+def resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """(N, h, w) -> float32 (N, H, W), bilinear with align_corners=False."""
+    maps = maps.float()
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def minmax(maps: Tensor, eps: float = NORM_EPS) -> Tensor:
+    """(N, H, W) -> (N, H, W) in [0, 1] per image: (m - min) / (max - min + eps); flat maps -> 0."""
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1)[:, None, None]
+    high = flat.amax(dim=1)[:, None, None]
+    return (maps - low) / (high - low + eps)
+
+
+def scoring_maps(raw: Tensor, size: Sequence[int], eps: float = NORM_EPS) -> Tensor:
+    """Raw maps (N, h, w), any float dtype -> float32 (N, H, W) in [0, 1]: upsample, then min-max."""
+    check_maps(raw, "raw maps")
+    return minmax(resize(raw, check_size(size)), eps)

@@ -1,0 +1,114 @@
+"""LightningDataModule over one problem's cached uint8 images: 3-channel, normalized, masks and ids in every batch."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from defectcam.data.prepare import ProblemData
+
+
+class DefectDataset(Dataset):
+    """Rows of one part of a problem: dict(image (3,S,S) float, label, mask (S,S) bool, row, image_id)."""
+
+    def __init__(self, data: ProblemData, rows: np.ndarray, mean: float, std: float, augment: A.Compose | None = None):
+        self.data, self.rows, self.mean, self.std, self.augment = data, rows, mean, std, augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        row = int(self.rows[i])
+        image = np.asarray(self.data.images[row])
+        mask = self.data.mask_of(row)
+        if self.augment is not None:
+            out = self.augment(image=image, mask=mask.view(np.uint8))
+            image, mask = out["image"], out["mask"].astype(bool)
+        gray = (torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0) - self.mean) / self.std
+        return {
+            "image": gray.unsqueeze(0).expand(3, -1, -1).contiguous(),
+            "label": int(self.data.table["label"].iat[row]),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+            "row": row,
+            "image_id": str(self.data.table["image_id"].iat[row]),
+        }
+
+
+def train_normalization(data: ProblemData) -> tuple[float, float]:
+    """Mean and std of the train part's pixels, in [0, 1] units."""
+    rows = np.flatnonzero(data.table["part"].to_numpy() == "train")
+    pixels = np.asarray(data.images[rows], dtype=np.float64) / 255.0
+    return float(pixels.mean()), float(pixels.std())
+
+
+def train_augmentation(flips: bool = True, rot90: bool = True) -> A.Compose | None:
+    """Flips and 90-degree rotations applied jointly to image and mask (textures have no up or left)."""
+    transforms: list[A.BasicTransform] = []
+    if flips:
+        transforms += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+    if rot90:
+        transforms.append(A.RandomRotate90(p=0.5))
+    return A.Compose(transforms) if transforms else None
+
+
+class DefectDataModule(pl.LightningDataModule):
+    """Loaders for the train/val/test parts of one problem, in split.csv order for val and test."""
+
+    def __init__(
+        self,
+        data: ProblemData,
+        mean: float,
+        std: float,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        augment: A.Compose | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.data, self.mean, self.std = data, mean, std
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.augment, self.pin_memory = num_workers, augment, pin_memory
+
+    def part_rows(self, part: str) -> np.ndarray:
+        """Table rows of a part (train, val, test)."""
+        return np.flatnonzero(self.data.table["part"].to_numpy() == part)
+
+    def dataset(self, part: str, augment: bool = False) -> DefectDataset:
+        """The dataset of one part, augmented only if asked."""
+        return DefectDataset(self.data, self.part_rows(part), self.mean, self.std, self.augment if augment else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train", augment=True), self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), self.eval_batch_size)
+
+    def loader(self, part: str, batch_size: int | None = None) -> DataLoader:
+        """An unshuffled, unaugmented loader over any part."""
+        return self._loader(self.dataset(part), batch_size or self.eval_batch_size)
+
+    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        # drop_last only when there is more than one batch: a tiny train part must still yield a step.
+        drop_last = drop_last and len(dataset) > batch_size
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+
+def part_sizes(data: ProblemData) -> dict[str, int]:
+    """Number of images per part."""
+    return {str(k): int(v) for k, v in data.table["part"].value_counts().items()}
+

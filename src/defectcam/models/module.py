@@ -1,0 +1,84 @@
+"""The LightningModule: cross-entropy classification of defect (1) vs defect-free (0), val metrics per epoch."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from defectcam.evaluation.classification import binary_auroc, predict
+
+
+class DefectClassifier(pl.LightningModule):
+    """Wraps a backbone; logs train/loss, val/loss, val/acc, val/auc and val/acc_best."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        class_weights: Sequence[float] | None = None,
+        normalization: tuple[float, float] = (0.0, 1.0),
+        channels_last: bool = False,
+        model_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # The net is rebuilt from model_config when a checkpoint is loaded; the callables are not needed then.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.val_acc_best = 0.0
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = F.cross_entropy(self(batch["image"]), batch["label"], weight=self.class_weights)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        logits = self(batch["image"]).float()
+        loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights, reduction="none")
+        self._val_outputs.append((loss.detach(), logits.softmax(1)[:, 1].detach(), batch["label"]))
+
+    def on_validation_epoch_end(self) -> None:
+        loss, p_defect, labels = (torch.cat(parts) for parts in zip(*self._val_outputs))
+        self._val_outputs.clear()
+        loss, p_defect, labels = (self.all_gather(t).reshape(-1) for t in (loss, p_defect, labels))
+        acc = (predict(p_defect) == labels).float().mean()
+        auc = binary_auroc(p_defect, labels) if labels.min() != labels.max() else float("nan")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best = max(self.val_acc_best, float(acc))
+        self.log_dict(
+            {"val/loss": loss.mean(), "val/acc": acc, "val/auc": torch.tensor(auc), "val/acc_best": torch.tensor(self.val_acc_best)},
+            prog_bar=True,
+            sync_dist=False,  # already gathered
+        )
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        # Schedulers that need the run's length (OneCycleLR) get it; others are built as configured.
+        extra = {}
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            extra["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_acc_best"] = self.val_acc_best
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.val_acc_best = float(checkpoint.get("val_acc_best", 0.0))

@@ -1,0 +1,75 @@
+"""Figures: CAM grids (input | ground truth | one overlay per layer) and threshold curves, as PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from defectcam.io import atomic_path  # noqa: E402
+
+
+def cam_grid(
+    images: np.ndarray,
+    masks: np.ndarray,
+    layer_maps: Mapping[str, np.ndarray],
+    title: str,
+    row_labels: list[str] | None = None,
+) -> plt.Figure:
+    """One row per image: input | ground truth | a jet overlay of each layer's [0,1] map (n,H,W arrays)."""
+    n, columns = len(images), 2 + len(layer_maps)
+    fig, axes = plt.subplots(n, columns, figsize=(1.9 * columns, 1.9 * n + 0.4), squeeze=False)
+    headers = ["input", "ground truth", *layer_maps]
+    for i in range(n):
+        panels = [(images[i], None), (images[i], masks[i])] + [(images[i], m[i]) for m in layer_maps.values()]
+        for j, (image, overlay) in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            if j == 1:
+                ax.contour(overlay.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
+            elif overlay is not None:
+                ax.imshow(overlay, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+                ax.contour(masks[i].astype(float), levels=[0.5], colors="white", linewidths=0.6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(headers[j], fontsize=9)
+        if row_labels:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def threshold_curves(curves: pd.DataFrame, title: str, x: str = "threshold", y: str = "miou") -> plt.Figure:
+    """mIoU against threshold, one line per (method, layer) of a long table with those columns."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (method, layer), group in curves.groupby(["method", "layer"], sort=True):
+        group = group.sort_values(x)
+        ax.plot(group[x], group[y], marker="." if len(group) < 20 else None, label=f"{method} {layer}", linewidth=1.2)
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"{y} (defect IoU, mean over defective images)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:
+    """Write a figure as PNG atomically and free it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
+def figure_array(fig: plt.Figure) -> np.ndarray:
+    """The rendered figure as an (H, W, 3) uint8 array (for TensorBoard)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

@@ -1,0 +1,66 @@
+"""Tables as CSV (fractions in [0, 1]), Markdown and LaTeX (percent where asked), written atomically."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from defectcam.io import atomic_path, write_text
+
+
+def format_value(value: object, percent: bool = False, digits: int = 2) -> str:
+    """A cell as text: NaN as '-', fractions as percent when asked, floats rounded."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{100 * value:.{digits}f}" if percent else f"{value:.{digits + 2}g}" if abs(value) < 1 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def to_markdown(table: pd.DataFrame, percent_columns: Sequence[str] = ()) -> str:
+    """A GitHub-flavoured Markdown table."""
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    lines = [header, rule]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(format_value(row[c], c in percent_columns) for c in table.columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str, label: str, percent_columns: Sequence[str] = ()) -> str:
+    """A booktabs LaTeX table."""
+    escape = str.maketrans({"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#"})
+    columns = "l" * 1 + "r" * (len(table.columns) - 1)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption.translate(escape)}}}",
+        rf"\label{{{label}}}",
+        rf"\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        " & ".join(str(c).translate(escape) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    for _, row in table.iterrows():
+        lines.append(" & ".join(format_value(row[c], c in percent_columns).translate(escape) for c in table.columns) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    table: pd.DataFrame,
+    folder: Path,
+    stem: str,
+    caption: str,
+    display: pd.DataFrame | None = None,
+    percent_columns: Sequence[str] = (),
+) -> None:
+    """stem.csv from `table`; stem.md and stem.tex from `display` (default: the same table)."""
+    display = table if display is None else display
+    with atomic_path(folder / f"{stem}.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(folder / f"{stem}.md", f"**{caption}**\n\n" + to_markdown(display, percent_columns))
+    write_text(folder / f"{stem}.tex", to_latex(display, caption, f"tab:{stem}", percent_columns))

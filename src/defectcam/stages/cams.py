@@ -1,0 +1,123 @@
+"""`defectcam-cams`: raw CAMs of every method and layer for the val and test parts, cached as float16, plus figures."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from defectcam.cams import extract_cams, scoring_maps
+from defectcam.data.prepare import ProblemData, problem_dir
+from defectcam.errors import StageOrderError
+from defectcam.io import atomic_path, read_json, write_json
+from defectcam.models.loading import file_sha1
+from defectcam.report.figures import cam_grid, figure_array, save_figure
+from defectcam.stages.common import best_checkpoint, inference_device, trained_problem
+from defectcam.stages.data import prepare_data
+from defectcam.stages.settings import output_dir
+from defectcam.stages.shell import stage_entry
+
+log = logging.getLogger(__name__)
+CACHE_NAME, META_NAME = "cams.pt", "cams_meta.json"
+
+
+def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
+    """What a cache depends on: the checkpoint's bytes, the CAM settings and the images."""
+    ckpt = best_checkpoint(cfg, data.problem)
+    if not ckpt.is_file():
+        raise StageOrderError(f"{ckpt}: no checkpoint; run the train stage first (make train / defectcam-train)")
+    return {
+        "checkpoint_sha1": file_sha1(ckpt),
+        "methods": list(cfg.cam.methods),
+        "layers": list(cfg.cam.layers),
+        "target": str(cfg.cam.target),
+        "parts": list(cfg.cam.parts),
+        "image_size": int(cfg.data.image_size),
+        "image_ids": int(len(data.table)),
+    }
+
+
+def load_cam_cache(out: Path) -> dict[str, Any]:
+    """The cache the cams stage wrote for a problem folder."""
+    path = out / "cams" / CACHE_NAME
+    if not path.is_file():
+        raise StageOrderError(f"{path}: no CAM cache; run the cams stage first (make cams / defectcam-cams)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: torch.device, desc: str) -> dict[str, Any]:
+    """Raw float16 maps[method][layer] (N, h, w), rows and p_defect of one part, batch by batch."""
+    target = 1 if cfg.cam.target == "defect" else "predicted"
+    rows, p_defect, maps = [], [], {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
+    for batch in tqdm(loader, desc=desc, leave=False):
+        result = extract_cams(module.net, batch["image"].to(device), list(cfg.cam.layers), list(cfg.cam.methods), target)
+        rows.append(batch["row"])
+        p_defect.append(result.logits.float().softmax(1)[:, 1].cpu())
+        for method, per_layer in result.maps.items():
+            for layer, raw in per_layer.items():
+                maps[method][layer].append(raw.to("cpu", torch.float16))
+    return {
+        "rows": torch.cat(rows),
+        "p_defect": torch.cat(p_defect),
+        "maps": {m: {layer: torch.cat(chunks) for layer, chunks in per.items()} for m, per in maps.items()},
+    }
+
+
+def cams_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
+    """Compute (or reuse) a problem's CAM cache and draw its figures."""
+    out = problem_dir(output_dir(cfg), data.problem)
+    meta = cam_meta(cfg, data)
+    meta_path = out / "cams" / META_NAME
+    if meta_path.is_file() and (out / "cams" / CACHE_NAME).is_file() and read_json(meta_path) == meta and not cfg.cam.force:
+        log.info("problem %d: CAM cache up to date", data.problem)
+        return meta
+    device = inference_device(cfg)
+    module, datamodule = trained_problem(cfg, data, device)
+    cache = {"meta": meta}
+    with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode
+        for part in cfg.cam.parts:
+            loader = datamodule.loader(part, int(cfg.cam.batch_size))
+            cache[part] = compute_part(cfg, module, loader, device, f"CAMs problem {data.problem} {part}")
+    meta_path.unlink(missing_ok=True)  # a cache without its meta is never trusted
+    with atomic_path(out / "cams" / CACHE_NAME) as tmp:
+        torch.save(cache, tmp)
+    write_json(meta_path, meta)
+    if "test" in cache:
+        draw_figures(cfg, data, cache["test"], out)
+    return meta
+
+
+def draw_figures(cfg: DictConfig, data: ProblemData, part: dict[str, Any], out: Path) -> None:
+    """One grid per method: a few defective test images, input | ground truth | each layer; also to TensorBoard."""
+    rows = part["rows"].numpy()
+    picks = [i for i, row in enumerate(rows) if data.table["label"].iat[row] == 1][: int(cfg.cam.figure_images)]
+    if not picks:
+        return
+    size = (int(cfg.data.image_size),) * 2
+    images = np.stack([np.asarray(data.images[rows[i]]) for i in picks])
+    masks = np.stack([data.mask_of(int(rows[i])) for i in picks])
+    ids = [str(data.table["image_id"].iat[rows[i]]) for i in picks]
+    writer = SummaryWriter(str(out / "tensorboard"))
+    try:
+        for method, per_layer in part["maps"].items():
+            layer_maps = {layer: scoring_maps(raw[picks], size).numpy() for layer, raw in per_layer.items()}
+            fig = cam_grid(images, masks, layer_maps, f"problem {data.problem}: {method} (defect class)", ids)
+            writer.add_image(f"cams/{method}", figure_array(fig), dataformats="HWC")
+            save_figure(fig, out / "figures" / f"cams_{method}.png")
+    finally:
+        writer.close()
+
+
+def run_cams(cfg: DictConfig) -> None:
+    """The cams stage over every problem."""
+    for data in prepare_data(cfg).values():
+        cams_problem(cfg, data)
+
+
+main = stage_entry("cams", run_cams)

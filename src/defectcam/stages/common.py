@@ -1,0 +1,42 @@
+"""Pieces several stages share: the device to run on and a problem's trained classifier and data."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from defectcam.data.datamodule import DefectDataModule
+from defectcam.data.prepare import ProblemData, problem_dir
+from defectcam.models.loading import load_classifier
+from defectcam.models.module import DefectClassifier
+from defectcam.stages.settings import output_dir
+from defectcam.stages.train import datamodule_for
+
+
+def inference_device(cfg: DictConfig) -> torch.device:
+    """CUDA when the trainer asks for a GPU (or auto) and one is present, else the CPU."""
+    wants_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto")
+    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def autocast_for(cfg: DictConfig, device: torch.device) -> AbstractContextManager[object]:
+    """bf16 autocast on CUDA when training used bf16-mixed, else nothing."""
+    if device.type == "cuda" and str(cfg.trainer.precision).startswith("bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def best_checkpoint(cfg: DictConfig, problem: int) -> Path:
+    """Path of a problem's best.ckpt."""
+    return problem_dir(output_dir(cfg), problem) / "checkpoints" / "best.ckpt"
+
+
+def trained_problem(cfg: DictConfig, data: ProblemData, device: torch.device) -> tuple[DefectClassifier, DefectDataModule]:
+    """The best classifier of a problem on `device` and a DataModule normalized as it was trained."""
+    module = load_classifier(best_checkpoint(cfg, data.problem)).to(device)
+    if device.type == "cuda" and cfg.trainer.channels_last:
+        module.net.to(memory_format=torch.channels_last)
+    return module, datamodule_for(cfg, data, tuple(module.hparams.normalization))

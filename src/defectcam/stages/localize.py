@@ -1,0 +1,115 @@
+"""`defectcam-localize`: threshold CAMs into masks and score them; the threshold is chosen on val, reported on test."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from defectcam.data.prepare import ProblemData, problem_dir
+from defectcam.errors import ConfigError
+from defectcam.io import atomic_path, read_json, write_json
+from defectcam.localization import default_thresholds, evaluate_localization, split_curves
+from defectcam.localization.entries import fusions_from, masks_tensor, scored_entries
+from defectcam.report.figures import save_figure, threshold_curves
+from defectcam.stages.cams import META_NAME, load_cam_cache
+from defectcam.stages.data import prepare_data
+from defectcam.stages.settings import output_dir
+from defectcam.stages.shell import stage_entry
+
+log = logging.getLogger(__name__)
+
+
+def part_maps(cache: dict[str, Any], part: str, data: ProblemData) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
+    """Raw maps and (N, S, S) bool masks of one cached part, in cache order."""
+    if part not in cache:
+        raise ConfigError(f"cam.parts: the CAM cache holds no {part!r} part; localization needs val and test")
+    rows = cache[part]["rows"].tolist()
+    return cache[part]["maps"], masks_tensor([data.mask_of(row) for row in rows])
+
+
+def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int]):
+    """The scored entries of one part as the localize config selects them."""
+    select = lambda key: None if cfg.localize[key] is None else [str(v) for v in cfg.localize[key]]  # noqa: E731
+    return scored_entries(
+        maps, size, select("methods"), select("layers"), fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed)
+    )
+
+
+def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
+    """The protocol for every entry of one problem: localization.csv and curves.csv (skipped when up to date)."""
+    out = problem_dir(output_dir(cfg), data.problem)
+    meta = {"cams": read_json(out / "cams" / META_NAME) if (out / "cams" / META_NAME).is_file() else None,
+            "localize": OmegaConf.to_container(cfg.localize), "fusions": OmegaConf.to_container(cfg.cam.fusions)}
+    result_csv, meta_path = out / "localization.csv", out / "localization_meta.json"
+    if result_csv.is_file() and meta_path.is_file() and read_json(meta_path) == meta and not cfg.localize.force:
+        return pd.read_csv(result_csv)
+    cache = load_cam_cache(out)
+    size = (int(cfg.data.image_size),) * 2
+    (val_raw, val_masks), (test_raw, test_masks) = part_maps(cache, "val", data), part_maps(cache, "test", data)
+    grid = default_thresholds(int(cfg.localize.n_thresholds))
+    rows, curves = [], []
+    val_entries, test_entries = entries_for(cfg, val_raw, size), entries_for(cfg, test_raw, size)
+    for (method, layer, val_maps), (_, _, test_maps) in zip(val_entries, test_entries):
+        result = evaluate_localization(val_maps, val_masks, test_maps, test_masks, grid, list(cfg.localize.fixed_thresholds))
+        key = {"problem": data.problem, "method": method, "layer": layer}
+        rows += [{**key, **row} for row in result.rows]
+        curves += [{**key, **row} for row in result.curves]
+    table, curve_table = pd.DataFrame(rows), pd.DataFrame(curves)
+    for path, frame in ((result_csv, table), (out / "curves.csv", curve_table)):
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+    write_json(meta_path, meta)
+    test_curves = curve_table[(curve_table["split"] == "val") & curve_table["layer"].ne("-")]
+    save_figure(threshold_curves(test_curves, f"problem {data.problem}: validation mIoU against threshold"), out / "figures" / "threshold_curves.png")
+    best = table[(table["split"] == "test") & (table["selection"] == "val-best")].sort_values("miou", ascending=False).iloc[0]
+    log.info("problem %d: best test mIoU %.3f (%s %s, threshold %.2f chosen on val)", data.problem, best["miou"], best["method"], best["layer"], best["threshold"])
+    return table
+
+
+def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict[str, Any]]:
+    """One job of a threshold sweep: val and test scores of every entry at one fixed threshold (no selection)."""
+    cache = load_cam_cache(problem_dir(output_dir(cfg), data.problem))
+    size = (int(cfg.data.image_size),) * 2
+    rows = []
+    for part in ("val", "test"):
+        raw, masks = part_maps(cache, part, data)
+        for method, layer, maps in entries_for(cfg, raw, size):
+            curves = split_curves(maps, masks, torch.tensor([threshold], dtype=torch.float64), part)
+            rows.append({"problem": data.problem, "method": method, "layer": layer, "split": part, "threshold": threshold,
+                         "selection": "fixed", "miou": float(curves.miou[0]), "dataset_iou": float(curves.dataset_iou[0]),
+                         "two_class_miou": float(curves.two_class_miou[0]), "false_alarm": float(curves.false_alarm[0])})
+    return rows
+
+
+def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
+    """The localize stage. Returns the mean validation mIoU (what a sweeper may optimize; never test)."""
+    prepared = prepare_data(cfg)
+    if cfg.localize.threshold is None:
+        tables = [localize_problem(cfg, data) for data in prepared.values()]
+        val = pd.concat(tables).query("split == 'val' and selection == 'val-best'")
+        return float(val["miou"].mean())
+    threshold = float(cfg.localize.threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"localize.threshold: {threshold} must lie in [0, 1]")
+    rows = [row for data in prepared.values() for row in sweep_job(cfg, data, threshold)]
+    frame = pd.DataFrame(rows)
+    target = (job_dir or output_dir(cfg)) / "localization_job.csv"
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+    val = frame[frame["split"] == "val"]["miou"]
+    return float(val.mean()) if len(val) else math.nan
+
+
+def _hydra_task(cfg: DictConfig) -> float:
+    return run_localize(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+main = stage_entry("localize", _hydra_task)

@@ -1,0 +1,34 @@
+"""`defectcam-reproduce`: every stage in order for one experiment; each skips what is already done."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import DictConfig
+
+from defectcam.stages.cams import run_cams
+from defectcam.stages.data import run_data
+from defectcam.stages.evaluate import run_evaluate
+from defectcam.stages.localize import run_localize
+from defectcam.stages.report import run_report
+from defectcam.stages.shell import stage_entry
+from defectcam.stages.train import run_train
+
+log = logging.getLogger(__name__)
+STAGES = (("data", run_data), ("train", run_train), ("evaluate", run_evaluate), ("cams", run_cams), ("localize", run_localize), ("report", run_report))
+
+
+def run_reproduce(cfg: DictConfig) -> dict[str, float]:
+    """Run data -> train -> evaluate -> cams -> localize -> report; returns seconds per stage."""
+    seconds = {}
+    for name, stage in STAGES:
+        start = time.perf_counter()
+        log.info("stage %s", name)
+        stage(cfg)
+        seconds[name] = round(time.perf_counter() - start, 2)
+    log.info("done in %.1f s: %s", sum(seconds.values()), seconds)
+    return seconds
+
+
+main = stage_entry("reproduce", run_reproduce)

@@ -1,0 +1,76 @@
+"""The stage shell: a Hydra entry point that turns user errors into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from defectcam.errors import DefectcamError
+
+CONF_DIR = Path(os.environ.get("DEFECTCAM_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+EXIT_USER_ERROR = 2
+_FULL_ERROR = "HYDRA_FULL_ERROR"
+_TRACEBACK = "DEFECTCAM_TRACEBACK"
+
+
+def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """Wrap `task(cfg)` as a console script: Hydra overrides and -m work, bad input exits 2 with one line."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def hydra_task(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except DefectcamError as exc:
+            if _user_wants_traceback():
+                raise
+            _fail(name, str(exc))
+
+    def main() -> None:
+        user_full_error = _user_wants_traceback()
+        # Remember the user's choice (also for launcher worker processes), then let Hydra raise instead of
+        # printing a multi-line report, so composition errors become one line too.
+        os.environ[_TRACEBACK] = "1" if user_full_error else "0"
+        os.environ[_FULL_ERROR] = "1"
+        try:
+            hydra_task()
+        except (hydra.errors.HydraException, OmegaConfBaseException) as exc:
+            if user_full_error:
+                raise
+            _fail(name, "config error: " + one_line(_message(exc)))
+        finally:
+            os.environ.pop(_TRACEBACK, None)
+            if not user_full_error:
+                os.environ.pop(_FULL_ERROR, None)
+
+    return main
+
+
+def one_line(message: str) -> str:
+    """Hydra's multi-line messages folded into one line, without the config search path dump."""
+    message = message.split("\nConfig search path", 1)[0]
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _message(exc: BaseException) -> str:
+    """The exception's text, or its cause's when Hydra wraps an error without a message of its own."""
+    while not str(exc).strip() and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc) or type(exc).__name__
+
+
+def _user_wants_traceback() -> bool:
+    return os.environ.get(_TRACEBACK, os.environ.get(_FULL_ERROR, "")) == "1"
+
+
+def _fail(name: str, message: str) -> None:
+    logging.shutdown()
+    print(f"defectcam-{name}: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)

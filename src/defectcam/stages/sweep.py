@@ -1,0 +1,41 @@
+"""A Hydra callback: when a localize multirun ends, gather its jobs into sweep.csv and a plot."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from defectcam.io import atomic_path
+from defectcam.report.figures import save_figure, threshold_curves
+
+log = logging.getLogger(__name__)
+JOB_FILE = "localization_job.csv"
+
+
+def gather_sweep(sweep_dir: Path, output_dir: Path) -> pd.DataFrame | None:
+    """Concatenate every job's rows; write sweep.csv and sweep.png in the sweep folder and output_dir/sweep/."""
+    parts = sorted(sweep_dir.glob(f"*/{JOB_FILE}"))
+    if not parts:
+        return None
+    table = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+    table = table.sort_values(["problem", "method", "layer", "split", "threshold"]).reset_index(drop=True)
+    val = table[table["split"] == "val"]
+    for folder in (sweep_dir, output_dir / "sweep"):
+        with atomic_path(folder / "sweep.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        mean = val.groupby(["method", "layer", "threshold"], as_index=False)["miou"].mean()
+        save_figure(threshold_curves(mean, "threshold sweep: validation mIoU (mean over problems)"), folder / "sweep.png")
+    log.info("sweep: %d jobs gathered into %s", len(parts), output_dir / "sweep" / "sweep.csv")
+    return table
+
+
+class GatherSweep(Callback):
+    """Runs gather_sweep at the end of a multirun (no-op for multiruns of other stages)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        gather_sweep(Path(config.hydra.sweep.dir), Path(config.paths.output_dir).expanduser().resolve())
