@@ -23,6 +23,8 @@ from defectcam.cams import compute_cams, scoring_maps
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 METHODS = ("gradcam", "gradcampp", "layercam")
+MODELS = ("resnet18", "resnet34", "resnet50", "resnet101")
+Maps = dict[str, dict[str, Tensor]]
 TARGET = 1
 
 
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=4, help="batch size")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per variant (best is reported)")
-    parser.add_argument("--model", default="resnet50", choices=["resnet18", "resnet34", "resnet50", "resnet101"])
+    parser.add_argument("--model", default="resnet50", choices=MODELS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: os.cpu_count())")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,47 +53,66 @@ def build_model(name: str, images: Tensor) -> nn.Module:
     return model.eval()
 
 
-def best_time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, object]:
-    """Warm up once, then best wall time of `repeats` runs -> (seconds, last result)."""
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """Wall seconds of one call (CUDA synchronized) -> (seconds, result)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
     result = fn()
-    best = float("inf")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def best_times(
+    variants: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> tuple[dict[str, float], dict[str, object]]:
+    """Best wall time per variant over `repeats` rounds; rounds interleave the variants so a
+    burst of load on a shared machine hits all of them alike -> (seconds, last results)."""
+    best = dict.fromkeys(variants, float("inf"))
+    results: dict[str, object] = {}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for name, fn in variants.items():
+            seconds, results[name] = timed(fn, device)
+            best[name] = min(best[name], seconds)
+    return best, results
 
 
-def run_ours(model: nn.Module, images: Tensor) -> dict[str, dict[str, Tensor]]:
+def run_ours(model: nn.Module, images: Tensor) -> Maps:
     """(a) one forward + one backward, 3 methods x 4 raw maps."""
     return compute_cams(model, images, LAYERS, METHODS, target_class=TARGET)
 
 
-def run_pytorch_grad_cam(model: nn.Module, images: Tensor) -> dict[str, dict[str, np.ndarray]]:
+def run_ours_upsampled(model: nn.Module, images: Tensor, size: tuple[int, int]) -> Maps:
+    """(a+) the same, then every map upsampled and min-max normalized to the input size."""
+    raw = run_ours(model, images)
+    return {method: {layer: scoring_maps(m, size) for layer, m in d.items()} for method, d in raw.items()}
+
+
+def run_pytorch_grad_cam(
+    model: nn.Module, images: Tensor, methods: tuple[str, ...] = METHODS, layers: tuple[str, ...] = LAYERS
+) -> dict[str, dict[str, np.ndarray]]:
     """(b) one pytorch-grad-cam object (one forward + backward) per (method, layer)."""
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     classes = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "layercam": LayerCAM}
     targets = [ClassifierOutputTarget(TARGET)] * len(images)
-    maps: dict[str, dict[str, np.ndarray]] = {method: {} for method in METHODS}
-    for method in METHODS:
-        for layer in LAYERS:
+    maps: dict[str, dict[str, np.ndarray]] = {method: {} for method in methods}
+    for method in methods:
+        for layer in layers:
             with classes[method](model=model, target_layers=[model.get_submodule(layer)]) as cam:
                 maps[method][layer] = cam(input_tensor=images, targets=targets)
     return maps
 
 
-def run_torchcam(model: nn.Module, images: Tensor) -> list[list[Tensor]]:
+def run_torchcam(model: nn.Module, images: Tensor, methods: tuple[str, ...] = METHODS) -> list[list[Tensor]]:
     """(c) torchcam: one extractor over the 4 layers (one forward + backward) per method."""
     from torchcam.methods import GradCAM, GradCAMpp, LayerCAM
 
+    classes = {"gradcam": GradCAM, "gradcampp": GradCAMpp, "layercam": LayerCAM}
     maps = []
-    for extractor_class in (GradCAM, GradCAMpp, LayerCAM):
+    for extractor_class in (classes[method] for method in methods):
         with extractor_class(model, target_layer=list(LAYERS)) as extractor:
             scores = model(images)
             maps.append(extractor(class_idx=TARGET, scores=scores))
@@ -111,7 +132,9 @@ def run_forward(model: nn.Module, images: Tensor) -> Tensor:
         return model(images)
 
 
-def min_pearson(ours: dict[str, dict[str, Tensor]], reference: dict[str, dict[str, np.ndarray]], size: int) -> tuple[float, int]:
+def min_pearson(
+    ours: Maps, reference: dict[str, dict[str, np.ndarray]], size: int
+) -> tuple[float, int]:
     """Min Pearson over images x methods x layers of our upsampled maps vs reference -> (r, #flat pairs).
 
     Two flat maps that are equal count as r = 1 (a correlation is undefined there); a flat map
@@ -131,36 +154,49 @@ def min_pearson(ours: dict[str, dict[str, Tensor]], reference: dict[str, dict[st
     return worst, flat
 
 
+def warm_up(model: nn.Module, images: Tensor) -> None:
+    """Run every code path once at full shape (oneDNN primitives, thread pools, lazy imports)."""
+    run_ours(model, images)
+    run_pytorch_grad_cam(model, images, methods=("gradcam",), layers=("layer4",))  # 1 of 12 objects
+    run_torchcam(model, images, methods=("gradcam",))  # 1 of 3 calls
+    run_forward_backward(model, images)
+    run_forward(model, images)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the five variants on one batch and print the table."""
+    """Run the variants on one batch and print the table."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     images = torch.randn(args.images, 3, args.size, args.size, device=device)
     model = build_model(args.model, images)
+    size = (args.size, args.size)
+    variants: dict[str, Callable[[], object]] = {
+        "ours": lambda: run_ours(model, images),
+        "ours_up": lambda: run_ours_upsampled(model, images, size),
+        "pgc": lambda: run_pytorch_grad_cam(model, images),
+        "torchcam": lambda: run_torchcam(model, images),
+        "fwd_bwd": lambda: run_forward_backward(model, images),
+        "fwd": lambda: run_forward(model, images),
+    }
+    load_before = os.getloadavg()[0]
+    warm_up(model, images)
+    timings, results = best_times(variants, args.repeats, device)
+    worst, flat = min_pearson(results["ours"], results["pgc"], args.size)
+    print_table(args, timings, worst, flat, (load_before, os.getloadavg()[0]))
 
-    timings: dict[str, float] = {}
-    timings["ours"], ours = best_time(lambda: run_ours(model, images), args.repeats, device)
-    timings["ours_up"], _ = best_time(
-        lambda: {m: {l: scoring_maps(t, (args.size, args.size)) for l, t in d.items()} for m, d in run_ours(model, images).items()},
-        args.repeats,
-        device,
-    )
-    timings["pgc"], reference = best_time(lambda: run_pytorch_grad_cam(model, images), args.repeats, device)
-    timings["torchcam"], _ = best_time(lambda: run_torchcam(model, images), args.repeats, device)
-    timings["fwd_bwd"], _ = best_time(lambda: run_forward_backward(model, images), args.repeats, device)
-    timings["fwd"], _ = best_time(lambda: run_forward(model, images), args.repeats, device)
-    worst, flat = min_pearson(ours, reference, args.size)
-    print_table(args, timings, worst, flat)
 
-
-def print_table(args: argparse.Namespace, t: dict[str, float], worst: float, flat: int) -> None:
+def print_table(
+    args: argparse.Namespace, t: dict[str, float], worst: float, flat: int, load: tuple[float, float]
+) -> None:
     """Seconds per variant, ratios and the equal-maps check."""
     print(
         f"CAM benchmark: {args.model} (random init, eval), {args.images} images {args.size}x{args.size}, "
         f"{args.device}, {torch.get_num_threads()} threads, best of {args.repeats} after 1 warm-up"
     )
+    # Other processes on a shared machine inflate every number; the load average says how much.
+    print(f"  1-min load average: {load[0]:.2f} before, {load[1]:.2f} after ({os.cpu_count()} CPUs)")
     rows = [
         ("(a)  ours: compute_cams, one pass, 3 methods x 4 layers, raw", t["ours"]),
         ("(a+) ours + scoring_maps to input size", t["ours_up"]),

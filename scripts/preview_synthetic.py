@@ -1,4 +1,4 @@
-"""Write a PNG grid of synthetic DAGM samples: one row per problem, clean / deviating / defective."""
+"""Write a PNG grid of synthetic DAGM samples: a row per problem, clean / deviating / defective."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The grey image as RGB with the mask's boundary drawn in red, uint8 (n, n, 3)."""
     inside = mask > 0
     interior = inside.copy()
-    interior[1:-1, 1:-1] &= inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    neighbours = inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    interior[1:-1, 1:-1] &= neighbours
     rgb = np.repeat(image[..., None], 3, axis=2)
     rgb[inside & ~interior] = (255, 40, 40)
     return rgb

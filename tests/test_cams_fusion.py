@@ -1,4 +1,4 @@
-"""Fusion of normalized layer maps: shapes, [0, 1] range, LayerCAM max rule, product/geometric scale, zeros."""
+"""Fusion of normalized layer maps: shapes, [0, 1], LayerCAM max rule, product/geometric scale, zeros."""
 
 import pytest
 import torch
@@ -57,7 +57,8 @@ def test_layercam_scaling_divides_by_the_map_maximum(layer_maps: list[Tensor]) -
 
 def test_geometric_mean_keeps_the_input_scale(layer_maps: list[Tensor]) -> None:
     same = [layer_maps[0]] * 3
-    torch.testing.assert_close(fuse_multiplicative(same, SIZE, mode="geometric", renormalize=False), layer_maps[0])
+    geometric_same = fuse_multiplicative(same, SIZE, mode="geometric", renormalize=False)
+    torch.testing.assert_close(geometric_same, layer_maps[0])
     torch.testing.assert_close(fuse_multiplicative(same, SIZE, renormalize=False), layer_maps[0] ** 3)
     product = fuse_multiplicative(layer_maps, SIZE, renormalize=False)
     geometric = fuse_multiplicative(layer_maps, SIZE, mode="geometric", renormalize=False)
@@ -90,7 +91,8 @@ def test_inputs_are_not_modified_and_half_precision_is_accepted(layer_maps: list
     assert all(torch.equal(m, c) for m, c in zip(layer_maps, copies))
     half = fuse_multiplicative([m.half() for m in layer_maps], SIZE, mode="geometric")
     assert half.dtype == torch.float32
-    torch.testing.assert_close(half, fuse_multiplicative(layer_maps, SIZE, mode="geometric"), atol=2e-2, rtol=0)
+    full = fuse_multiplicative(layer_maps, SIZE, mode="geometric")
+    torch.testing.assert_close(half, full, atol=2e-2, rtol=0)
 
 
 def test_bad_inputs(layer_maps: list[Tensor]) -> None:

@@ -1,5 +1,7 @@
 """CAM maps against pytorch-grad-cam (upsampled, normalized) and against hand-written formulas (raw)."""
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -107,10 +109,10 @@ def hooked_activations_and_gradients(
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Independent A, G per layer in float64: plain hooks, retain_grad and .backward()."""
     outputs: dict[str, Tensor] = {}
-    handles = [
-        model.get_submodule(name).register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
-        for name in layers
-    ]
+    def keep(name: str) -> Callable[[nn.Module, tuple, Tensor], None]:
+        return lambda _module, _inputs, out: outputs.__setitem__(name, out)
+
+    handles = [model.get_submodule(name).register_forward_hook(keep(name)) for name in layers]
     try:
         logits = model(images)
         for out in outputs.values():
@@ -148,7 +150,9 @@ def formula(method: str, a: Tensor, g: Tensor) -> Tensor:
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 @pytest.mark.parametrize("target", [1, 0])
-def test_raw_maps_match_formulas(arch: str, target: int, images: Tensor, request: pytest.FixtureRequest) -> None:
+def test_raw_maps_match_formulas(
+    arch: str, target: int, images: Tensor, request: pytest.FixtureRequest
+) -> None:
     model = request.getfixturevalue(arch)
     layers = LAYERS + (("layer3.4",) if arch == "resnet50" else ())
     result = extract_cams(model, images, layers, METHODS, target_class=target)

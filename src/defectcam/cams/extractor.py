@@ -67,16 +67,17 @@ def _resolve_layers(model: nn.Module, layers: Iterable[str] | str) -> dict[str, 
 
 def _check_target(target_class: Target, batch: int) -> None:
     """Raise ConfigError unless target_class is an int, 'predicted' or an integer tensor (N,)."""
+    kinds = f"target_class must be an int, 'predicted' or a tensor ({batch},), got {target_class!r}"
     if isinstance(target_class, str):
         if target_class != "predicted":
-            raise ConfigError(f"target_class must be an int, 'predicted' or a tensor (N,), got {target_class!r}")
+            raise ConfigError(kinds)
     elif isinstance(target_class, Tensor):
         if target_class.is_floating_point() or target_class.is_complex() or target_class.dtype == torch.bool:
-            raise ConfigError(f"target_class tensor must hold integer class indices, got {target_class.dtype}")
+            raise ConfigError(f"target_class tensor must hold class indices (int), got {target_class.dtype}")
         if tuple(target_class.shape) != (batch,):
-            raise ConfigError(f"target_class tensor must have shape ({batch},), got {tuple(target_class.shape)}")
+            raise ConfigError(f"target_class tensor must be ({batch},), got {tuple(target_class.shape)}")
     elif not isinstance(target_class, int) or isinstance(target_class, bool):
-        raise ConfigError(f"target_class must be an int, 'predicted' or a tensor (N,), got {target_class!r}")
+        raise ConfigError(kinds)
 
 
 def _target_indices(target_class: Target, logits: Tensor) -> Tensor:
@@ -161,7 +162,7 @@ def _gradients(score: Tensor, activations: list[Tensor], names: list[str]) -> li
 
 def _layer_maps(activations: Tensor, gradients: Tensor, methods: dict[str, CamFn]) -> dict[str, Tensor]:
     """A, G (N, K, h, w) of one layer -> {method: ReLU'd raw map (N, h, w)}, float32."""
-    # float32 even under autocast: G^3 and the Grad-CAM++ eps underflow in half precision.
+    # float32 even under autocast: in float16, G^3 underflows and eps = 1e-6 is subnormal.
     a, g = activations.float(), gradients.float()
     return {name: torch.relu(fn(a, g)) for name, fn in methods.items()}
 
@@ -197,7 +198,7 @@ def extract_cams(
     modules = _resolve_layers(model, layers)
     _check_target(target_class, images.shape[0])
     if torch.is_inference_mode_enabled():
-        raise RuntimeError("CAMs need autograd: call extract_cams/compute_cams outside torch.inference_mode()")
+        raise RuntimeError("CAMs need autograd: call compute_cams outside torch.inference_mode()")
     if images.is_inference():
         images = images.clone()  # inference tensors cannot enter an autograd graph
     logits, activations, gradients = _run_pass(model, images, modules, target_class)

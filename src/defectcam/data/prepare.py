@@ -96,7 +96,7 @@ def _decode_all(table: pd.DataFrame, size: int, show_progress: bool) -> tuple[np
     masks = np.zeros((n_masks, size, size), dtype=bool)
     rows = zip(table["image_path"], table["mask_path"], table["mask_row"])
     desc = f"decode problem {int(table['problem'].iat[0])}"
-    for i, (image_path, mask_path, mask_row) in enumerate(tqdm(rows, total=len(table), desc=desc, disable=not show_progress)):
+    for i, (image_path, mask_path, mask_row) in enumerate(tqdm(rows, total=len(table), desc=desc, disable=None if show_progress else True, leave=False)):
         image = read_gray(image_path)
         images[i] = resize_image(image, size)
         if mask_row >= 0:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from defectcam.data.synthetic_defects import DEFECTS, Ellipse, Retexture, apply_defect, deviate
+from defectcam.data.synthetic_defects import DEFECTS, Ellipse, apply_defect, deviate
 from defectcam.data.synthetic_textures import TEXTURES, Texture
 from defectcam.errors import ConfigError, DatasetError
 
@@ -78,7 +78,7 @@ PROBLEMS: dict[int, ProblemModel] = {
     8: ProblemModel("brushed_metal", "scratch", mean=0.4, gain=0.05, scale=1.3, angle_deg=90.0),
     9: ProblemModel("blotchy", "rough_patch", mean=0.38, gain=0.07, scale=1.8, defect_size=0.85),
     10: ProblemModel(
-        "fine_speckle", "bright_spot", mean=0.5, gain=0.05, scale=0.6, defect_size=0.8,
+        "fine_speckle", "bright_spot", mean=0.5, gain=0.05, scale=0.6, defect_size=0.9,
         defect_contrast=1.3,
     ),
 }
@@ -107,9 +107,13 @@ def validate_spec(spec: SyntheticSpec) -> None:
     """Raise ConfigError for a spec the generator cannot honour."""
     unknown = sorted(set(spec.problems) - set(PROBLEMS))
     if unknown or not spec.problems or len(set(spec.problems)) != len(spec.problems):
-        raise ConfigError(f"synthetic problems must be distinct values in 1..10, got {spec.problems}")
+        raise ConfigError(
+            f"synthetic problems must be distinct values in 1..10, got {spec.problems}"
+        )
     if spec.image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"synthetic image_size must be >= {MIN_IMAGE_SIZE}, got {spec.image_size}")
+        raise ConfigError(
+            f"synthetic image_size must be >= {MIN_IMAGE_SIZE}, got {spec.image_size}"
+        )
     if spec.n_train < 1 or spec.n_test < 1 or spec.n_train + spec.n_test > 9999:
         raise ConfigError(
             f"synthetic n_train and n_test must be >= 1 with a sum <= 9999 (4-digit names), "
@@ -180,16 +184,15 @@ def render_sample(
     def retexture(rng: np.random.Generator, factor: float) -> np.ndarray:
         return texture_fn(rng, image_size, model.scale * factor, model.angle_deg).image
 
-    retexture_: Retexture = retexture
     field = texture.image
     if deviation and not defective:
-        field = deviate(deviation_rng, field, retexture_)
+        field = deviate(deviation_rng, field, retexture)
     clean = _to_grey(field, mean, gain)
     if not defective:
         return Sample(clean, clean, None, None)
     drawn, ellipse = apply_defect(
         defect_rng, DEFECTS[model.defect], texture, contrast * model.defect_contrast,
-        model.defect_size, retexture_,
+        model.defect_size, retexture,
     )
     return Sample(_to_grey(drawn, mean, gain), clean, ellipse.mask(image_size), ellipse)
 
@@ -207,8 +210,10 @@ def _label_row(row: int, plan: ImagePlan) -> str:
     return f"{row}\t0\t{name}\t0\t0\n"
 
 
-def _render_files(folder: Path, spec: SyntheticSpec, problem: int, split: str, plans: list[ImagePlan]) -> int:
-    """Render the images of `plans` into a split folder (masks into its Label/); return the count."""
+def _render_files(
+    folder: Path, spec: SyntheticSpec, problem: int, split: str, plans: list[ImagePlan]
+) -> int:
+    """Render `plans` into a split folder (masks into its Label/); return the image count."""
     for plan in plans:
         sample = render_sample(
             problem, spec.image_size, spec.seed, SPLIT_IDS[split], plan.number,
@@ -236,7 +241,7 @@ def spec_record(spec: SyntheticSpec) -> dict[str, object]:
 
 
 def read_spec(root: str | Path) -> SyntheticSpec | None:
-    """The spec of a complete synthetic tree at `root`, or None when there is none (or it is stale)."""
+    """The spec of a complete synthetic tree at `root`; None when there is none or it is stale."""
     path = Path(root) / SPEC_FILE
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -257,7 +262,8 @@ def _default_workers(spec: SyntheticSpec) -> int:
     pixels = len(spec.problems) * (spec.n_train + spec.n_test) * spec.image_size**2
     if pixels < _PARALLEL_MIN_PIXELS:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), 8))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 8))
 
 
 def _write_tree(folder: Path, spec: SyntheticSpec, workers: int) -> None:
@@ -267,8 +273,9 @@ def _write_tree(folder: Path, spec: SyntheticSpec, workers: int) -> None:
         for split in ("Train", "Test"):
             plans = plan_split(spec, problem, split)
             _write_labels(folder / f"Class{problem}" / split, problem, plans)
+            split_dir = folder / f"Class{problem}" / split
             for start in range(0, len(plans), _CHUNK):
-                jobs.append((folder / f"Class{problem}" / split, spec, problem, split, plans[start:start + _CHUNK]))
+                jobs.append((split_dir, spec, problem, split, plans[start : start + _CHUNK]))
     total = len(spec.problems) * (spec.n_train + spec.n_test)
     with tqdm(total=total, desc="synthetic DAGM", unit="img", disable=None, leave=False) as bar:
         if workers <= 1:
@@ -280,7 +287,8 @@ def _write_tree(folder: Path, spec: SyntheticSpec, workers: int) -> None:
             with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
                 for done in as_completed([pool.submit(_render_files, *job) for job in jobs]):
                     bar.update(done.result())
-    (folder / SPEC_FILE).write_text(json.dumps(spec_record(spec), indent=2) + "\n", encoding="utf-8")
+    record = json.dumps(spec_record(spec), indent=2) + "\n"
+    (folder / SPEC_FILE).write_text(record, encoding="utf-8")
 
 
 def _check_replaceable(root: Path) -> None:
@@ -309,7 +317,9 @@ def _move_into_place(built: Path, root: Path, spec: SyntheticSpec) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def generate_synthetic_dagm(root: str | Path, spec: SyntheticSpec, *, workers: int | None = None) -> Path:
+def generate_synthetic_dagm(
+    root: str | Path, spec: SyntheticSpec, *, workers: int | None = None
+) -> Path:
     """Generate (or reuse, when `root` holds an equal spec) a synthetic DAGM tree at `root`.
 
     `workers` processes render in parallel (None: chosen from the tree size and usable cores);

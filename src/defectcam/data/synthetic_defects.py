@@ -18,7 +18,8 @@ from defectcam.data.synthetic_textures import Texture, pixel_grid
 # Defect changes fade out before this normalized ellipse radius, so every changed pixel lies well
 # inside the rasterized label even after rounding.
 _WINDOW_EDGE = 0.94
-_ELLIPSE_PAD = 0.02  # image fraction added to both semi-axes: the label is loose even for thin defects
+# Image fraction added to both semi-axes, so the label stays loose even around thin defects.
+_ELLIPSE_PAD = 0.02
 
 Retexture = Callable[[np.random.Generator, float], np.ndarray]
 
@@ -145,8 +146,10 @@ def _blob_radius(ctx: DefectContext, aspect: float, harmonics: np.ndarray) -> np
     return np.hypot(su, tu) * wobble
 
 
-def _blob_shape(rng: np.random.Generator, r_range: tuple[float, float], margin: tuple[float, float]) -> DefectShape:
-    """An irregular blob: radius, aspect and three boundary harmonics (extent rarely beyond 1.2 r)."""
+def _blob_shape(
+    rng: np.random.Generator, r_range: tuple[float, float], margin: tuple[float, float]
+) -> DefectShape:
+    """An irregular blob: radius, aspect, three boundary harmonics (extent rarely beyond 1.2 r)."""
     r0 = rng.uniform(*r_range)
     aspect = rng.uniform(0.55, 1.0)
     harmonics = np.stack([rng.uniform(-0.09, 0.09, 3), rng.uniform(0, 2 * np.pi, 3)], axis=1)
@@ -273,10 +276,10 @@ def _pits_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
 
 
 def _spot_shape(rng: np.random.Generator, texture: Texture, n: int) -> DefectShape:
-    """A spot whose halo is 0.14-0.24 of the image across (core about half of that)."""
-    extent = rng.uniform(0.07, 0.12)
+    """A spot whose halo is 0.16-0.26 of the image across (core about half of that)."""
+    extent = rng.uniform(0.08, 0.13)
     return DefectShape(
-        extent, extent * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi), rng.uniform(1.2, 1.4)
+        extent, extent * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi), rng.uniform(1.15, 1.3)
     )
 
 
@@ -328,7 +331,7 @@ def _soft_region(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def deviate(rng: np.random.Generator, image: np.ndarray, retexture: Retexture) -> np.ndarray:
-    """Apply one harmless deviation: an illumination ramp, a broad tone shift or a texture change."""
+    """Apply one harmless deviation: light ramp, broad tone or contrast shift, texture change."""
     n = image.shape[0]
     kind = int(rng.integers(4))
     if kind == 0:

@@ -40,7 +40,7 @@ def pixel_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=8)
 def _freq_grid(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (fx, fy) of an rfft2 spectrum in cycles per image, broadcastable to (n, n//2+1)."""
+    """Frequencies of an rfft2 spectrum in cycles per image: fx (1, n//2+1), fy (n, 1)."""
     fy = np.fft.fftfreq(n, 1.0 / n)[:, None]
     fx = np.fft.rfftfreq(n, 1.0 / n)[None, :]
     return fx, fy
@@ -158,7 +158,7 @@ def woven(rng: np.random.Generator, n: int, scale: float, angle_deg: float) -> T
 def voronoi_distances(
     rng: np.random.Generator, n: int, cells: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest and second-nearest seed distances (cell units) and the nearest seed id, all (n, n)."""
+    """Nearest and second-nearest seed distance (cell units) and nearest seed id, each (n, n)."""
     x, y = pixel_grid(n)
     side = cells + 2  # one ring of extra cells so border pixels see all their neighbours
     jitter = rng.uniform(0.1, 0.9, size=(side, side, 2)).astype(np.float32)

@@ -63,7 +63,7 @@ class DefectClassifier(pl.LightningModule):
         self.log_dict(
             {"val/loss": loss.mean(), "val/acc": acc, "val/auc": torch.tensor(auc), "val/acc_best": torch.tensor(self.val_acc_best)},
             prog_bar=True,
-            sync_dist=False,  # already gathered
+            sync_dist=True,  # values are already gathered, hence equal on every rank; this only silences Lightning
         )
 
     def configure_optimizers(self) -> Any:

@@ -55,7 +55,7 @@ def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: 
     """Raw float16 maps[method][layer] (N, h, w), rows and p_defect of one part, batch by batch."""
     target = 1 if cfg.cam.target == "defect" else "predicted"
     rows, p_defect, maps = [], [], {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in tqdm(loader, desc=desc, leave=False, disable=None):  # None: no bar when not a terminal
         result = extract_cams(module.net, batch["image"].to(device), list(cfg.cam.layers), list(cfg.cam.methods), target)
         rows.append(batch["row"])
         p_defect.append(result.logits.float().softmax(1)[:, 1].cpu())

@@ -25,6 +25,7 @@ from defectcam.stages.settings import output_dir
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
+SWEEP_SCORES = ("miou", "dataset_iou", "two_class_miou", "false_alarm")
 
 
 def part_maps(cache: dict[str, Any], part: str, data: ProblemData) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
@@ -75,18 +76,18 @@ def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
 
 
 def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict[str, Any]]:
-    """One job of a threshold sweep: val and test scores of every entry at one fixed threshold (no selection)."""
+    """One job of a threshold sweep: one row per entry with its val and test scores at one fixed threshold."""
     cache = load_cam_cache(problem_dir(output_dir(cfg), data.problem))
     size = (int(cfg.data.image_size),) * 2
-    rows = []
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for part in ("val", "test"):
         raw, masks = part_maps(cache, part, data)
         for method, layer, maps in entries_for(cfg, raw, size):
             curves = split_curves(maps, masks, torch.tensor([threshold], dtype=torch.float64), part)
-            rows.append({"problem": data.problem, "method": method, "layer": layer, "split": part, "threshold": threshold,
-                         "selection": "fixed", "miou": float(curves.miou[0]), "dataset_iou": float(curves.dataset_iou[0]),
-                         "two_class_miou": float(curves.two_class_miou[0]), "false_alarm": float(curves.false_alarm[0])})
-    return rows
+            row = rows.setdefault((method, layer), {"problem": data.problem, "method": method, "layer": layer, "threshold": threshold})
+            for score in SWEEP_SCORES:
+                row[f"{part}_{score}"] = float(getattr(curves, score)[0])
+    return list(rows.values())
 
 
 def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
@@ -104,8 +105,7 @@ def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     target = (job_dir or output_dir(cfg)) / "localization_job.csv"
     with atomic_path(target) as tmp:
         frame.to_csv(tmp, index=False)
-    val = frame[frame["split"] == "val"]["miou"]
-    return float(val.mean()) if len(val) else math.nan
+    return float(frame["val_miou"].mean()) if len(frame) else math.nan
 
 
 def _hydra_task(cfg: DictConfig) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,30 @@ _FULL_ERROR = "HYDRA_FULL_ERROR"
 _TRACEBACK = "DEFECTCAM_TRACEBACK"
 
 
+# Known, harmless messages of the pinned libraries that would bury the stage's own output.
+_QUIET = (
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*is smaller than the logging interval.*",
+    r".*does not have many workers.*",
+    r".*all_gather is deprecated.*",
+    r".*The given NumPy array is not writable.*",
+)
+
+
+def quiet_known_warnings() -> None:
+    """Silence the library warnings listed in _QUIET and Lightning's start-up chatter (GPU/TPU lines, tips)."""
+    for pattern in _QUIET:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], None]:
     """Wrap `task(cfg)` as a console script: Hydra overrides and -m work, bad input exits 2 with one line."""
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def hydra_task(cfg: DictConfig) -> Any:
+        quiet_known_warnings()
         try:
             return task(cfg)
         except DefectcamError as exc:

@@ -18,17 +18,17 @@ JOB_FILE = "localization_job.csv"
 
 
 def gather_sweep(sweep_dir: Path, output_dir: Path) -> pd.DataFrame | None:
-    """Concatenate every job's rows; write sweep.csv and sweep.png in the sweep folder and output_dir/sweep/."""
+    """Concatenate every job's rows (one per problem x method x layer x threshold, val_* and test_* scores);
+    write sweep.csv and sweep.png (validation mIoU) in the sweep folder and in output_dir/sweep/."""
     parts = sorted(sweep_dir.glob(f"*/{JOB_FILE}"))
     if not parts:
         return None
     table = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
-    table = table.sort_values(["problem", "method", "layer", "split", "threshold"]).reset_index(drop=True)
-    val = table[table["split"] == "val"]
+    table = table.sort_values(["problem", "method", "layer", "threshold"]).reset_index(drop=True)
     for folder in (sweep_dir, output_dir / "sweep"):
         with atomic_path(folder / "sweep.csv") as tmp:
             table.to_csv(tmp, index=False)
-        mean = val.groupby(["method", "layer", "threshold"], as_index=False)["miou"].mean()
+        mean = table.groupby(["method", "layer", "threshold"], as_index=False)["val_miou"].mean().rename(columns={"val_miou": "miou"})
         save_figure(threshold_curves(mean, "threshold sweep: validation mIoU (mean over problems)"), folder / "sweep.png")
     log.info("sweep: %d jobs gathered into %s", len(parts), output_dir / "sweep" / "sweep.csv")
     return table

@@ -98,9 +98,9 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     normalization = normalization_for(cfg, data)
+    module = build_classifier(cfg, normalization)  # first: a weights error stops before Lightning starts
     checkpoint = BestAndLastCheckpoint(ckpt_dir)
     trainer = build_trainer(cfg, out, checkpoint)
-    module = build_classifier(cfg, normalization)
     log.info("problem %d: training%s", data.problem, f" (resuming from {resume})" if resume else "")
     trainer.fit(module, datamodule=datamodule_for(cfg, data, normalization), ckpt_path=str(resume) if resume else None)
     summary = {

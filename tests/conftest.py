@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny DAGM trees, composed configs, the CLI, and one tiny trained pipeline per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dagm_tree import make_tree  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+BIN = Path(sys.executable).parent
+
+
+def tiny_overrides(root: Path, out: Path, problems: str = "[1,2]") -> list[str]:
+    """Overrides for a run on tiny synthetic data (32x32 images, 1 epoch, no progress bars)."""
+    return [
+        f"data.problems={problems}",
+        f"data.root={root}",
+        f"paths.output_dir={out}",
+        "data.synthetic.image_size=32",
+        "data.image_size=32",
+        "data.synthetic.n_train=40",
+        "data.synthetic.n_test=24",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+        "train.progress_bar=false",
+        "evaluate.latency_images=4",
+        "evaluate.warmup=1",
+        "cam.figure_images=2",
+        "localize.n_thresholds=21",
+    ]
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    """compose_cfg(*overrides) -> the composed config, as the stages see it."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return _compose
+
+
+def run_cli(stage: str, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run a defectcam-<stage> console script; stdout and stderr captured as text."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DEFECTCAM_TRACEBACK")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(BIN / f"defectcam-{stage}"), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
+    )
+
+
+@pytest.fixture
+def dagm_root(tmp_path: Path) -> Path:
+    """A valid hand-made DAGM tree with problem 1 (20 Train + 20 Test images, 32x32)."""
+    return make_tree(tmp_path / "DAGM", problems=(1,))
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One tiny end-to-end reproduce run (2 problems), shared by the tests that read its outputs."""
+    base = tmp_path_factory.mktemp("pipeline")
+    overrides = tiny_overrides(base / "synthetic", base / "out")
+    result = run_cli("reproduce", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"out": base / "out", "overrides": overrides, "first_run": result}

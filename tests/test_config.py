@@ -1,0 +1,63 @@
+"""Every experiment composes; unknown keys and values fail with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from defectcam.errors import ConfigError
+from defectcam.stages.settings import validate
+
+
+@pytest.mark.parametrize("experiment", ["quick", "paper", "official"])
+def test_every_experiment_composes(compose_cfg, experiment: str) -> None:
+    cfg = compose_cfg(f"experiment={experiment}")
+    OmegaConf.resolve(cfg)
+    validate(cfg)
+    assert cfg.experiment_name == experiment
+    assert cfg.paths.output_dir.endswith(f"outputs/{experiment}")
+
+
+def test_quick_is_the_default_and_cpu_sized(compose_cfg) -> None:
+    cfg = compose_cfg()
+    assert cfg.experiment_name == "quick" and cfg.data.name == "synthetic" and cfg.trainer.accelerator == "cpu"
+    assert cfg.model.arch == "resnet50" and cfg.model.weights == "none" and list(cfg.data.problems) == [1, 2, 3, 4, 5, 6]
+
+
+def test_paper_has_the_study_settings(compose_cfg) -> None:
+    cfg = compose_cfg("experiment=paper")
+    assert cfg.data.split == "paper" and cfg.data.image_size == 512 and not cfg.data.augment
+    assert cfg.optim.optimizer._target_ == "torch.optim.SGD" and cfg.optim.optimizer.lr == 0.001
+    assert cfg.optim.optimizer.momentum == 0.9 and cfg.optim.scheduler is None
+    assert cfg.data.batch_size == 8 and cfg.trainer.max_epochs == 10 and cfg.model.weights == "imagenet"
+    assert cfg.trainer.precision == "bf16-mixed" and list(cfg.data.problems) == [1, 2, 3, 4, 5, 6]
+    assert list(cfg.data.mean_std[1]) == [0.2748, 0.1121]
+
+
+def test_official_covers_all_ten_classes(compose_cfg) -> None:
+    cfg = compose_cfg("experiment=official")
+    assert list(cfg.data.problems) == list(range(1, 11)) and cfg.data.split == "official"
+
+
+def test_unknown_key_fails_at_composition(compose_cfg) -> None:
+    with pytest.raises(Exception, match="no_such_key"):
+        compose_cfg("data.no_such_key=1")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.split=halves", "data.split: 'halves'"),
+        ("model.arch=vgg16", "model.arch: 'vgg16'"),
+        ("cam.target=both", "cam.target: 'both'"),
+        ("data.problems=[]", "data.problems"),
+    ],
+)
+def test_unknown_values_are_refused(compose_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        validate(compose_cfg(override))
+
+
+def test_fixed_normalization_needs_constants(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match="data.mean_std"):
+        validate(compose_cfg("data.normalization=fixed"))

@@ -1,0 +1,65 @@
+"""The DataModule: shapes, dtypes, per-problem normalization, augmentation that moves masks with images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defectcam.data.dagm import index_dagm
+from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
+from defectcam.data.prepare import SplitSettings, ensure_cache, ensure_split
+
+
+@pytest.fixture
+def problem_data(dagm_root: Path, tmp_path: Path):
+    table = ensure_split(index_dagm(dagm_root), tmp_path / "p1", SplitSettings("official", 0, 0.25, 0.15))
+    return ensure_cache(table, tmp_path / "p1", 32, show_progress=False)
+
+
+def test_batches_carry_images_labels_masks_and_ids(problem_data) -> None:
+    mean, std = train_normalization(problem_data)
+    dm = DefectDataModule(problem_data, mean, std, batch_size=4, eval_batch_size=5)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape == (5, 3, 32, 32) and batch["image"].dtype == torch.float32
+    assert torch.equal(batch["image"][:, 0], batch["image"][:, 2])  # gray replicated
+    assert batch["mask"].shape == (5, 32, 32) and batch["mask"].dtype == torch.bool
+    assert batch["label"].dtype == torch.int64 and len(batch["image_id"]) == 5
+    for label, mask in zip(batch["label"], batch["mask"]):
+        assert bool(mask.any()) == bool(label)
+    rows = dm.part_rows("test")
+    assert batch["row"].tolist() == rows[:5].tolist()  # split.csv order
+
+
+def test_normalization_from_train_part(problem_data) -> None:
+    mean, std = train_normalization(problem_data)
+    dm = DefectDataModule(problem_data, mean, std, batch_size=64)
+    images = torch.cat([b["image"][:, 0] for b in dm.loader("train")])
+    assert abs(float(images.mean())) < 1e-4 and abs(float(images.std()) - 1.0) < 1e-2
+    raw = np.asarray(problem_data.images[dm.part_rows("train")], dtype=np.float64) / 255
+    assert mean == pytest.approx(raw.mean()) and std == pytest.approx(raw.std())
+
+
+def test_augmentation_moves_masks_with_images(problem_data) -> None:
+    dm = DefectDataModule(problem_data, 0.0, 1.0, augment=train_augmentation())
+    dataset = dm.dataset("train", augment=True)
+    defective = [i for i in range(len(dataset)) if problem_data.table["label"].iat[int(dataset.rows[i])] == 1]
+    torch.manual_seed(0)
+    np.random.seed(0)
+    for i in defective:
+        for _ in range(4):
+            item = dataset[i]
+            # The tree's defects are +100 brighter inside the ellipse: bright pixels and mask must agree.
+            bright = item["image"][0] > 0.55
+            assert (bright == item["mask"]).float().mean() > 0.97
+
+
+def test_cache_is_reused_and_images_resized(problem_data, tmp_path: Path) -> None:
+    meta = tmp_path / "p1" / "cache" / "meta_32.json"
+    stamp = meta.stat().st_mtime_ns
+    again = ensure_cache(problem_data.table, tmp_path / "p1", 32, show_progress=False)
+    assert meta.stat().st_mtime_ns == stamp and np.array_equal(again.images, problem_data.images)
+    small = ensure_cache(problem_data.table, tmp_path / "p1", 16, show_progress=False)
+    assert small.images.shape[1:] == (16, 16) and small.masks.shape[1:] == (16, 16) and small.images.dtype == np.uint8

@@ -1,0 +1,98 @@
+"""End to end on a tiny configuration: every file of the contract, the tables' columns, idempotence, sweeps."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from conftest import run_cli
+
+CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
+                  "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std"]
+LOCALIZATION = ["problem", "method", "layer", "split", "threshold", "miou"]
+PER_PROBLEM = ["split.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "train_summary.json", "metrics.json",
+               "predictions.csv", "cams/cams.pt", "localization.csv", "curves.csv", "figures/cams_layercam.png",
+               "figures/threshold_curves.png"]
+
+
+def test_every_contract_file_exists(pipeline) -> None:
+    out: Path = pipeline["out"]
+    for problem in (1, 2):
+        for name in PER_PROBLEM:
+            assert (out / f"problem_{problem}" / name).is_file(), name
+        assert list((out / f"problem_{problem}" / "tensorboard").glob("events.out.tfevents.*"))
+    for table in ("classification", "localization"):
+        for ext in ("csv", "md", "tex"):
+            assert (out / "tables" / f"{table}.{ext}").is_file()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "SegNet" in html
+
+
+def test_classification_table(pipeline) -> None:
+    table = pd.read_csv(pipeline["out"] / "tables" / "classification.csv")
+    assert set(CLASSIFICATION) <= set(table.columns)
+    assert table["problem"].tolist() == [1, 2]
+    for column in ("accuracy", "precision", "recall", "f1", "best_val_accuracy"):
+        assert table[column].between(0, 1).all()
+    assert (table[["tn", "fp", "fn", "tp"]].sum(axis=1) == table["n"]).all()
+    metrics = json.loads((pipeline["out"] / "problem_1" / "metrics.json").read_text())
+    split = pd.read_csv(pipeline["out"] / "problem_1" / "split.csv")
+    predictions = pd.read_csv(pipeline["out"] / "problem_1" / "predictions.csv")
+    assert predictions["image_id"].tolist() == split.loc[split["part"] == "test", "image_id"].tolist()
+    assert metrics["n"] == len(predictions) and metrics["split"] == "test"
+
+
+def test_localization_table(pipeline) -> None:
+    table = pd.read_csv(pipeline["out"] / "tables" / "localization.csv")
+    assert set(LOCALIZATION + ["pixel_auroc", "pxap", "selection"]) <= set(table.columns)
+    assert (table["split"] == "test").all() and (table["selection"] == "val-best").all()
+    assert not table.duplicated(["problem", "method", "layer"]).any()
+    methods = set(table["method"])
+    assert {"gradcam", "gradcampp", "layercam", "layercam_fused", "multiplicative", "multiplicative_geometric",
+            "full_image", "centred_ellipse", "random"} <= methods
+    assert set(table.loc[table["method"] == "layercam", "layer"]) == {"layer1", "layer2", "layer3", "layer4"}
+    assert table["miou"].between(0, 1).all() and table["threshold"].between(0, 1).all()
+    assert len(table) == 2 * (3 * 4 + 3 + 3)
+
+
+def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:
+    cache = torch.load(pipeline["out"] / "problem_1" / "cams" / "cams.pt", weights_only=True)
+    assert {"val", "test", "meta"} <= set(cache)
+    maps = cache["test"]["maps"]["layercam"]
+    assert maps["layer1"].dtype == torch.float16 and maps["layer1"].shape[1:] == (8, 8)  # 32 px input / 4
+    assert maps["layer4"].shape[1:] == (1, 1) and (maps["layer1"] >= 0).all()
+    assert len(cache["test"]["rows"]) == maps["layer1"].shape[0]
+
+
+def test_second_run_skips_every_stage(pipeline) -> None:
+    out: Path = pipeline["out"]
+    watched = [out / "problem_1" / n for n in ("checkpoints/best.ckpt", "metrics.json", "cams/cams.pt", "localization.csv")]
+    stamps = [p.stat().st_mtime_ns for p in watched]
+    result = run_cli("reproduce", *pipeline["overrides"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.stat().st_mtime_ns for p in watched] == stamps
+    seconds = json.loads(re.search(r"done in [\d.]+ s: (\{.*\})", result.stdout + result.stderr).group(1).replace("'", '"'))
+    assert seconds["train"] < 2 and seconds["cams"] < 3
+
+
+def test_threshold_multirun_gathers_sweep_csv(pipeline) -> None:
+    result = run_cli("localize", "-m", *pipeline["overrides"], "localize.threshold=0.2,0.4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = pd.read_csv(pipeline["out"] / "sweep" / "sweep.csv")
+    assert (sweep.groupby(["problem", "method", "layer"]).size() == 2).all()
+    assert sorted(sweep["threshold"].unique()) == [0.2, 0.4]
+    assert {"val_miou", "test_miou"} <= set(sweep.columns)
+    assert (pipeline["out"] / "sweep" / "sweep.png").is_file()
+    # A sweep never overwrites the protocol's results.
+    assert (pipeline["out"] / "problem_1" / "localization.csv").is_file()
+
+
+def test_changed_cam_config_recomputes_the_cache(pipeline) -> None:
+    cache = pipeline["out"] / "problem_1" / "cams" / "cams.pt"
+    result = run_cli("cams", *pipeline["overrides"], "cam.methods=[gradcam,hirescam]", "data.problems=[1]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert set(torch.load(cache, weights_only=True)["test"]["maps"]) == {"gradcam", "hirescam"}
