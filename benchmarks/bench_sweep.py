@@ -64,14 +64,15 @@ def stack_loop(maps: Tensor, masks: Tensor, thresholds: Tensor) -> Tensor:
 
 def map_by_map(maps: Tensor, masks: Tensor, thresholds: Tensor) -> Tensor:
     """Baseline 2: for each map, for each threshold."""
-    out = torch.empty(thresholds.numel(), maps.shape[0], dtype=torch.float64, device=maps.device)
-    ts = thresholds.tolist()
-    for i in range(maps.shape[0]):
-        m, g = maps[i], masks[i]
-        tp = torch.stack([(m >= t).logical_and_(g).sum() for t in ts])
-        union = torch.stack([(m >= t).logical_or_(g).sum() for t in ts])
-        out[:, i] = _iou(tp, union)
-    return out
+    cols = []
+    for m, g in zip(maps, masks):
+        tp, union = [], []
+        for t in thresholds.tolist():
+            pred = m >= t
+            tp.append((pred & g).sum())
+            union.append((pred | g).sum())
+        cols.append(_iou(torch.stack(tp), torch.stack(union)))
+    return torch.stack(cols, dim=1)
 
 
 def torchmetrics_binned(maps: Tensor, masks: Tensor, thresholds: Tensor) -> Tensor:
@@ -136,8 +137,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="best of N for the one-pass sweep")
     parser.add_argument("--baseline-repeats", type=int, default=1, help="best of N for the baselines")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--csv", default=None, help="append one row per (size, method) to this CSV")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
@@ -155,11 +159,11 @@ def main() -> None:
     if args.csv:
         new = not os.path.exists(args.csv)
         with open(args.csv, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["device", "maps", "thresholds", *all_rows[0]])
+            writer = csv.DictWriter(f, fieldnames=["device", "threads", "maps", "thresholds", *all_rows[0]])
             if new:
                 writer.writeheader()
             for r in all_rows:
-                writer.writerow(dict(device=args.device, maps=args.maps, thresholds=args.thresholds, **r))
+                writer.writerow(dict(device=args.device, threads=torch.get_num_threads(), maps=args.maps, thresholds=args.thresholds, **r))
 
 
 if __name__ == "__main__":

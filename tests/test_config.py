@@ -61,3 +61,15 @@ def test_unknown_values_are_refused(compose_cfg, override: str, message: str) ->
 def test_fixed_normalization_needs_constants(compose_cfg) -> None:
     with pytest.raises(ConfigError, match="data.mean_std"):
         validate(compose_cfg("data.normalization=fixed"))
+
+
+def test_launcher_configs_compose(compose_cfg) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        slurm = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        joblib = compose(config_name="config", overrides=["hydra/launcher=joblib"], return_hydra_config=True)
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
+    assert joblib.hydra.launcher._target_.endswith("JoblibLauncher")

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import run_cli
 from dagm_tree import write_png
+from defectcam.stages import data as data_stage
 
 
 def data_cli(root: Path, out: Path, *extra: str):
@@ -59,3 +60,55 @@ def test_missing_root_and_bad_config_values(tmp_path: Path) -> None:
 def test_full_error_env_gives_traceback(tmp_path: Path) -> None:
     result = run_cli("data", "data=dagm", f"data.root={tmp_path / 'absent'}", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def run_in_process(capsys, monkeypatch, *args: str) -> tuple[int, str]:
+    """defectcam-data's main() in this process (no start-up cost): exit code and stderr."""
+    monkeypatch.setattr("sys.argv", ["defectcam-data", *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    capsys.readouterr()
+    try:
+        data_stage.main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def _unlink(*parts: str):
+    return lambda root: root.joinpath(*parts).unlink()
+
+
+def _rmtree(*parts: str):
+    import shutil
+
+    return lambda root: shutil.rmtree(root.joinpath(*parts))
+
+
+EVERY_ERROR = {
+    "class-missing": (lambda root: None, ["Class2: problem 2 folder is missing"], "data.problems=[1,2]"),
+    "test-missing": (_rmtree("Class1", "Test"), ["Class1/Test: Test folder is missing"], None),
+    "labels-missing": (_unlink("Class1", "Train", "Label", "Labels.txt"), ["Train/Label/Labels.txt: Labels.txt is missing"], None),
+    "image-missing": (_unlink("Class1", "Train", "0023.PNG"), ["Train/0023.PNG: image listed in"], None),
+    "mask-name-missing": (
+        lambda root: (root / "Class1/Test/Label/Labels.txt").write_text("Class1\n1\t1\t0001.PNG\t0\t0\n"),
+        ["Labels.txt:2: defective image 0001.PNG has no mask file name"], None),
+    "mask-file-missing": (_unlink("Class1", "Test", "Label", "0005_label.PNG"), ["0005_label.PNG: mask listed in"], None),
+    "mask-unclaimed": (lambda root: write_png(root / "Class1/Test/Label/0002_label.PNG", np.zeros((32, 32))),
+                       ["0002_label.PNG: mask file that no row of Labels.txt claims"], None),
+    "mask-undecodable": (lambda root: (root / "Class1/Test/Label/0001_label.PNG").write_bytes(b"\x89PNG broken"),
+                         ["0001_label.PNG: cannot decode image"], None),
+}
+
+
+@pytest.mark.parametrize("case", EVERY_ERROR)
+def test_every_dataset_error_is_one_line_exit_2(case: str, dagm_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    break_tree, fragments, extra = EVERY_ERROR[case]
+    break_tree(dagm_root)
+    args = ["data=dagm", f"data.root={dagm_root}", "data.problems=[1]", "data.image_size=32", f"paths.output_dir={tmp_path / 'out'}"]
+    code, err = run_in_process(capsys, monkeypatch, *args, *([extra] if extra else []))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("defectcam-data: error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -163,10 +163,10 @@ def _blob_shape(
 
 
 def _scratch_shape(rng: np.random.Generator, texture: Texture, n: int) -> DefectShape:
-    """A 0.26-0.48 image-long arc, 1-2 px wide at 128 px, crossing the grain at 35-90 degrees."""
+    """A 0.3-0.54 image-long arc, 1.5-2.5 px wide at 128 px, crossing the grain at 35-90 degrees."""
     half_len = rng.uniform(0.15, 0.27)
     bulge = half_len * rng.uniform(-0.22, 0.22)
-    width = max(rng.uniform(0.010, 0.016), 1.0 / n)
+    width = max(rng.uniform(0.012, 0.02), 1.0 / n)
     cross = np.deg2rad(rng.uniform(35.0, 90.0)) * rng.choice([-1.0, 1.0])
     return DefectShape(
         half_len, abs(bulge) / 2 + 2 * width, texture.angle + cross, rng.uniform(1.15, 1.3),
@@ -185,7 +185,7 @@ def _scratch_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
     # real scratches are uneven along their length
     line *= 0.75 + 0.25 * np.cos(2 * np.pi * rng.uniform(1.0, 3.0) * sn + rng.uniform(0, 2 * np.pi))
     polarity = 1.0 if rng.random() < 0.6 else -1.0
-    return ctx.texture.image + polarity * ctx.contrast * rng.uniform(3.5, 4.5) * line
+    return ctx.texture.image + polarity * ctx.contrast * rng.uniform(4.5, 5.5) * line
 
 
 # --- stain: a soft dark blob with a darker rim ---------------------------------------------------
@@ -197,12 +197,17 @@ def _stain_shape(rng: np.random.Generator, texture: Texture, n: int) -> DefectSh
 
 
 def _stain_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
-    """Darken and flatten the texture inside the blob; darken its rim more (a dried-liquid edge)."""
+    """Cover the texture with a dark film, darker at the rim (a dried-liquid edge).
+
+    The film mostly hides the tone beneath, so a stain is darker than the darkest natural blotch
+    wherever it lands; lower `contrast` lets the blotches show through and lightens it.
+    """
     r = _blob_radius(ctx, float(ctx.shape.params["aspect"]), ctx.shape.params["harmonics"])
     body = smoothstep(1.0, 0.8, r)
     rim = np.exp(-(((r - 0.92) / 0.08) ** 2))
-    depth = ctx.contrast * rng.uniform(2.2, 3.0)
-    return ctx.texture.image * (1.0 - 0.35 * body) - depth * (0.8 * body + 0.45 * rim)
+    depth = ctx.contrast * rng.uniform(2.6, 3.2)
+    cover = 0.7 * min(ctx.contrast, 1.0)
+    return ctx.texture.image * (1.0 - cover * body) - depth * (body + 0.4 * rim)
 
 
 # --- missing thread: one thread of the weave absent over a stretch -------------------------------
@@ -288,7 +293,7 @@ def _spot_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
     r = np.hypot(ctx.s / ctx.shape.half_length, ctx.t / ctx.shape.half_width)
     core = smoothstep(0.6, 0.35, r)
     halo = np.exp(-((r / 0.55) ** 2))
-    height = ctx.contrast * rng.uniform(3.2, 4.2)
+    height = ctx.contrast * rng.uniform(3.6, 4.6)
     return ctx.texture.image * (1.0 - 0.5 * core) + height * (0.65 * core + 0.35 * halo)
 
 

@@ -117,6 +117,8 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_json(summary_path, summary)
+    log.info("problem %d: best val accuracy %.4f (epoch %d), %.1f s on %s", data.problem, summary["best_val_accuracy"],
+             summary["best_epoch"], summary["train_time_s"], summary["device"])
     return summary
 
 
