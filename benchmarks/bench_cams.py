@@ -11,6 +11,7 @@ pytorch-grad-cam's. Writes no files.
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -67,14 +68,17 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object
 def best_times(
     variants: dict[str, Callable[[], object]], repeats: int, device: torch.device
 ) -> tuple[dict[str, float], dict[str, object]]:
-    """Best wall time per variant over `repeats` rounds; rounds interleave the variants so a
-    burst of load on a shared machine hits all of them alike -> (seconds, last results)."""
+    """Variants -> (best wall seconds over `repeats` rounds, last result) per variant."""
+    # Rounds interleave the variants, so a burst of load on a shared machine hits all alike.
     best = dict.fromkeys(variants, float("inf"))
     results: dict[str, object] = {}
-    for _ in range(repeats):
+    for round_index in range(repeats):
         for name, fn in variants.items():
             seconds, results[name] = timed(fn, device)
             best[name] = min(best[name], seconds)
+            # Progress on stderr: pytorch-grad-cam alone takes minutes at 8 x 512 px on a CPU.
+            progress = f"  [round {round_index + 1}/{repeats}] {name}: {seconds:.3f} s"
+            print(progress, file=sys.stderr, flush=True)
     return best, results
 
 
@@ -181,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         "fwd": lambda: run_forward(model, images),
     }
     load_before = os.getloadavg()[0]
+    print("  warming up ...", file=sys.stderr, flush=True)
     warm_up(model, images)
     timings, results = best_times(variants, args.repeats, device)
     worst, flat = min_pearson(results["ours"], results["pgc"], args.size)

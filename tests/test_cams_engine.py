@@ -3,6 +3,7 @@
 import gc
 import warnings
 import weakref
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,6 +14,16 @@ from defectcam.cams import METHODS, CamResult, compute_cams, extract_cams, scori
 from defectcam.errors import ConfigError, ModelError
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for this module, restored after it."""
+    # Inputs are tiny; two spinning threads on a busy 2-core machine run ~10x slower than one.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def calibrated_resnet(arch: str, size: int, seed: int = 0) -> nn.Module:

@@ -1,6 +1,6 @@
 """CAM maps against pytorch-grad-cam (upsampled, normalized) and against hand-written formulas (raw)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -39,6 +39,16 @@ def calibrated_resnet(arch: str, seed: int = 0) -> nn.Module:
         # Positive class-1 weights: layer4 maps then have positive evidence somewhere.
         model.fc.weight[1].abs_()
     return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for this module, restored after it."""
+    # Inputs are tiny; two spinning threads on a busy 2-core machine run ~10x slower than one.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_normalization_from_train_part(problem_data) -> None:
 
 
 def test_augmentation_moves_masks_with_images(problem_data) -> None:
-    dm = DefectDataModule(problem_data, 0.0, 1.0, augment=train_augmentation())
+    dm = DefectDataModule(problem_data, 0.0, 1.0, augment=train_augmentation(["flips", "rot90"]))
     dataset = dm.dataset("train", augment=True)
     defective = [i for i in range(len(dataset)) if problem_data.table["label"].iat[int(dataset.rows[i])] == 1]
     torch.manual_seed(0)

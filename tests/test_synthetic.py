@@ -237,6 +237,7 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path: Path) -> None:
         {"n_test": 0},
         {"defect_fraction": 1.5},
         {"contrast": 0.0},
+        {"seed": -1},
     ],
 )
 def test_invalid_spec_is_a_config_error(tmp_path: Path, change: dict[str, object]) -> None:

@@ -5,8 +5,8 @@ happens in float32 at the mask size.
 """
 
 from collections.abc import Sequence
+from numbers import Integral
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -16,15 +16,12 @@ NORM_EPS = 1e-7
 
 
 def check_size(size: Sequence[int]) -> tuple[int, int]:
-    """(H, W) of two positive ints -> tuple; ConfigError otherwise."""
-    if isinstance(size, torch.Size):
-        size = tuple(size)
-    if (
-        not isinstance(size, Sequence)
-        or len(size) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
-    ):
-        raise ConfigError(f"output size must be two positive ints (H, W), got {size!r}")
+    """(H, W) of two positive integers (int, numpy or OmegaConf values) -> tuple; ConfigError otherwise."""
+    message = f"output size must be two positive ints (H, W), got {size!r}"
+    if not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2:
+        raise ConfigError(message)
+    if any(isinstance(s, bool) or not isinstance(s, Integral) or s <= 0 for s in size):
+        raise ConfigError(message)
     return int(size[0]), int(size[1])
 
 

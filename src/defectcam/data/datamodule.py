@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
@@ -9,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from defectcam.data.prepare import ProblemData
+from defectcam.errors import ConfigError
 
 
 class DefectDataset(Dataset):
@@ -44,12 +47,19 @@ def train_normalization(data: ProblemData) -> tuple[float, float]:
     return float(pixels.mean()), float(pixels.std())
 
 
-def train_augmentation(flips: bool = True, rot90: bool = True) -> A.Compose | None:
-    """Flips and 90-degree rotations applied jointly to image and mask (textures have no up or left)."""
+AUGMENTATIONS = ("flips", "rot90")
+
+
+def train_augmentation(names: Sequence[str] = ("flips",)) -> A.Compose | None:
+    """Flips and/or 90-degree rotations, applied jointly to image and mask; None when no name is given."""
+    unknown = sorted(set(names) - set(AUGMENTATIONS))
+    if unknown:
+        raise ConfigError(f"data.augment: unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")
     transforms: list[A.BasicTransform] = []
-    if flips:
+    if "flips" in names:
         transforms += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
-    if rot90:
+    if "rot90" in names:
+        # Only for textures without a preferred direction: a turned grain is another texture.
         transforms.append(A.RandomRotate90(p=0.5))
     return A.Compose(transforms) if transforms else None
 

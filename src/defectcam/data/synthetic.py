@@ -74,7 +74,7 @@ PROBLEMS: dict[int, ProblemModel] = {
     4: ProblemModel("fine_speckle", "pit_cluster", mean=0.64, gain=0.05),
     5: ProblemModel("gradient_mottle", "bright_spot", mean=0.45, gain=0.045),
     6: ProblemModel("cellular", "rough_patch", mean=0.42, gain=0.075),
-    7: ProblemModel("cellular", "stain", mean=0.55, gain=0.06, scale=1.6, defect_contrast=1.5),
+    7: ProblemModel("cellular", "stain", mean=0.55, gain=0.06, scale=1.6, defect_contrast=1.2),
     8: ProblemModel("brushed_metal", "scratch", mean=0.4, gain=0.05, scale=1.3, angle_deg=90.0),
     9: ProblemModel("blotchy", "rough_patch", mean=0.38, gain=0.07, scale=1.8, defect_size=0.85),
     10: ProblemModel(
@@ -124,6 +124,8 @@ def validate_spec(spec: SyntheticSpec) -> None:
             raise ConfigError(f"synthetic {name} must be in [0, 1], got {getattr(spec, name)}")
     if spec.contrast <= 0:
         raise ConfigError(f"synthetic contrast must be > 0, got {spec.contrast}")
+    if spec.seed < 0:
+        raise ConfigError(f"synthetic seed must be >= 0, got {spec.seed}")
 
 
 def defect_count(n: int, fraction: float) -> int:
@@ -266,27 +268,46 @@ def _default_workers(spec: SyntheticSpec) -> int:
     return max(1, min(cores or 1, 8))
 
 
-def _write_tree(folder: Path, spec: SyntheticSpec, workers: int) -> None:
-    """Write every problem and split into `folder`, then the spec file last."""
-    jobs = []
+_Job = tuple[Path, SyntheticSpec, int, str, list[ImagePlan]]
+
+
+def _prepare_splits(folder: Path, spec: SyntheticSpec) -> list[_Job]:
+    """Create every split folder with its Labels.txt; return the rendering jobs, in chunks."""
+    jobs: list[_Job] = []
     for problem in spec.problems:
         for split in ("Train", "Test"):
             plans = plan_split(spec, problem, split)
-            _write_labels(folder / f"Class{problem}" / split, problem, plans)
             split_dir = folder / f"Class{problem}" / split
+            _write_labels(split_dir, problem, plans)
             for start in range(0, len(plans), _CHUNK):
                 jobs.append((split_dir, spec, problem, split, plans[start : start + _CHUNK]))
+    return jobs
+
+
+def _run_jobs(jobs: list[_Job], workers: int, bar: tqdm) -> None:
+    """Render all jobs, in this process or in `workers` spawned ones."""
+    if workers <= 1:
+        for job in jobs:
+            bar.update(_render_files(*job))
+        return
+    # spawn, not fork: the caller may hold torch threads or CUDA state
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        futures = [pool.submit(_render_files, *job) for job in jobs]
+        try:
+            for done in as_completed(futures):
+                bar.update(done.result())
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the temp tree is discarded anyway
+            raise
+
+
+def _write_tree(folder: Path, spec: SyntheticSpec, workers: int) -> None:
+    """Write every problem and split into `folder`, then the spec file last."""
+    jobs = _prepare_splits(folder, spec)
     total = len(spec.problems) * (spec.n_train + spec.n_test)
     with tqdm(total=total, desc="synthetic DAGM", unit="img", disable=None, leave=False) as bar:
-        if workers <= 1:
-            for job in jobs:
-                bar.update(_render_files(*job))
-        else:
-            # spawn, not fork: the caller may hold torch threads or CUDA state
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-                for done in as_completed([pool.submit(_render_files, *job) for job in jobs]):
-                    bar.update(done.result())
+        _run_jobs(jobs, workers, bar)
     record = json.dumps(spec_record(spec), indent=2) + "\n"
     (folder / SPEC_FILE).write_text(record, encoding="utf-8")
 
@@ -313,6 +334,8 @@ def _move_into_place(built: Path, root: Path, spec: SyntheticSpec) -> None:
     except OSError:
         # a concurrent generator may have won the race; its tree is as good as ours
         if read_spec(root) != spec:
+            if old.exists() and not root.exists():
+                os.rename(old, root)  # put the previous tree back rather than lose it
             raise
     shutil.rmtree(old, ignore_errors=True)
 

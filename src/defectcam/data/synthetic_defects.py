@@ -233,7 +233,7 @@ def _thread_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
     col = min(int(ctx.ellipse.cx * n), n - 1)
     gap = (index == index[row, col]) * smoothstep(1.0, 0.85, np.abs(ctx.s) / ctx.shape.half_length)
     strength = min(ctx.contrast, 1.0)
-    target = 0.5 * beneath - 1.5 * max(ctx.contrast, 1.0) * rng.uniform(0.9, 1.1)
+    target = 0.4 * beneath - 2.3 * max(ctx.contrast, 1.0) * rng.uniform(0.9, 1.1)
     return ctx.texture.image + strength * gap * (target - ctx.texture.image)
 
 
@@ -291,27 +291,27 @@ def _spot_shape(rng: np.random.Generator, texture: Texture, n: int) -> DefectSha
 def _spot_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
     """Brighten a core and, more weakly, a halo; the core is smoother than the surface around it."""
     r = np.hypot(ctx.s / ctx.shape.half_length, ctx.t / ctx.shape.half_width)
-    core = smoothstep(0.6, 0.35, r)
+    core = smoothstep(0.62, 0.47, r)
     halo = np.exp(-((r / 0.55) ** 2))
-    height = ctx.contrast * rng.uniform(3.6, 4.6)
-    return ctx.texture.image * (1.0 - 0.5 * core) + height * (0.65 * core + 0.35 * halo)
+    height = ctx.contrast * rng.uniform(4.0, 5.0)
+    return ctx.texture.image * (1.0 - 0.5 * core) + height * (0.7 * core + 0.3 * halo)
 
 
 # --- rough patch: the texture locally at a much finer scale --------------------------------------
 
 
 def _rough_shape(rng: np.random.Generator, texture: Texture, n: int) -> DefectShape:
-    """An irregular patch 0.15-0.23 of the image across."""
-    return _blob_shape(rng, (0.075, 0.115), (1.15, 1.35))
+    """An irregular patch 0.16-0.24 of the image across."""
+    return _blob_shape(rng, (0.08, 0.12), (1.15, 1.3))
 
 
 def _rough_draw(rng: np.random.Generator, ctx: DefectContext) -> np.ndarray:
-    """Blend in the problem's own texture rendered 2.5-3.5x finer, slightly darker."""
+    """Blend in the problem's own texture rendered 3-4x finer, coarser in contrast and darker."""
     r = _blob_radius(ctx, float(ctx.shape.params["aspect"]), ctx.shape.params["harmonics"])
     body = smoothstep(1.0, 0.75, r)
-    fine = ctx.retexture(rng, rng.uniform(2.5, 3.5))
+    fine = 1.4 * ctx.retexture(rng, rng.uniform(3.0, 4.0))
     strength = min(ctx.contrast, 1.0)
-    change = strength * (fine - ctx.texture.image) - 1.0 * ctx.contrast
+    change = strength * (fine - ctx.texture.image) - 1.4 * ctx.contrast
     return ctx.texture.image + body * change
 
 

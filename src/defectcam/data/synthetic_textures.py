@@ -125,7 +125,7 @@ def gradient_mottle(rng: np.random.Generator, n: int, scale: float, angle_deg: f
         rng, n, lambda fx, fy: np.exp(-0.5 * ((np.hypot(fx, fy) - f0) / (0.5 * f0)) ** 2)
     )
     grain = spectral_noise(rng, n, gaussian_lowpass(45.0 * scale))
-    image = rng.uniform(2.5, 4.0) * ramp + 0.8 * shade + 0.8 * mottle + 0.35 * grain
+    image = rng.uniform(2.5, 4.0) * ramp + 0.8 * shade + 0.6 * mottle + 0.35 * grain
     return Texture(image.astype(np.float32))
 
 
@@ -134,11 +134,11 @@ def woven(rng: np.random.Generator, n: int, scale: float, angle_deg: float) -> T
     x, y = pixel_grid(n)
     angle = np.deg2rad(angle_deg + rng.uniform(-6.0, 6.0))
     period = 1.0 / (rng.uniform(14.0, 17.0) * scale)  # image fraction per thread
-    wobble = 0.12 * period
+    # thread coordinates (one unit per thread), gently bent as in real cloth
     u = (x * np.cos(angle) + y * np.sin(angle)) / period
     v = (-x * np.sin(angle) + y * np.cos(angle)) / period
-    u = u + wobble / period * spectral_noise(rng, n, gaussian_lowpass(3.0))
-    v = v + wobble / period * spectral_noise(rng, n, gaussian_lowpass(3.0))
+    u = u + 0.12 * spectral_noise(rng, n, gaussian_lowpass(3.0))
+    v = v + 0.12 * spectral_noise(rng, n, gaussian_lowpass(3.0))
     iu, iv = np.floor(u).astype(np.int32), np.floor(v).astype(np.int32)
     fu, fv = u - iu, v - iv
     tone_u = rng.normal(0.0, 0.35, size=int(iu.max() - iu.min()) + 1).astype(np.float32)
@@ -190,7 +190,7 @@ def cellular(rng: np.random.Generator, n: int, scale: float, angle_deg: float) -
     crack_width = 0.9 / n * cells + 0.03  # at least ~1 px wide whatever the cell count
     crack = np.exp(-(((f2 - f1) / crack_width) ** 2))
     grain = spectral_noise(rng, n, gaussian_lowpass(40.0))
-    image = tone - 0.5 * f1 - 2.6 * crack + 0.45 * grain + 0.6
+    image = tone - 0.5 * f1 - 2.6 * crack + 0.45 * grain + 0.6  # + 0.6: cracks pull the mean down
     return Texture(image.astype(np.float32))
 
 

@@ -68,8 +68,8 @@ def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False)
     write_json(meta_path, meta)
-    test_curves = curve_table[(curve_table["split"] == "val") & curve_table["layer"].ne("-")]
-    save_figure(threshold_curves(test_curves, f"problem {data.problem}: validation mIoU against threshold"), out / "figures" / "threshold_curves.png")
+    val_curves = curve_table[curve_table["split"] == "val"]
+    save_figure(threshold_curves(val_curves, f"problem {data.problem}: validation mIoU against threshold"), out / "figures" / "threshold_curves.png")
     best = table[(table["split"] == "test") & (table["selection"] == "val-best")].sort_values("miou", ascending=False).iloc[0]
     log.info("problem %d: best test mIoU %.3f (%s %s, threshold %.2f chosen on val)", data.problem, best["miou"], best["method"], best["layer"], best["threshold"])
     return table

@@ -42,7 +42,7 @@ def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[floa
         batch_size=int(cfg.data.batch_size),
         eval_batch_size=int(cfg.data.eval_batch_size),
         num_workers=int(cfg.data.num_workers),
-        augment=train_augmentation() if cfg.data.augment else None,
+        augment=train_augmentation([str(name) for name in cfg.data.augment]),
         pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
     )
 

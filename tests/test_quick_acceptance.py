@@ -1,0 +1,24 @@
+"""The quick experiment's acceptance run (slow: the full default experiment, ~10 minutes on 2 cores).
+
+Deselected by default; run with `pytest -m slow`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_reaches_accuracy_and_localizes(tmp_path: Path) -> None:
+    out = tmp_path / "quick"
+    result = run_cli("reproduce", f"paths.output_dir={out}", f"data.root={tmp_path / 'synthetic'}", "train.progress_bar=false", timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_quick.py"), str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
