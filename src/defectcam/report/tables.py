@@ -16,8 +16,15 @@ def format_value(value: object, percent: bool = False, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
-        return f"{100 * value:.{digits}f}" if percent else f"{value:.{digits + 2}g}" if abs(value) < 1 else f"{value:.{digits}f}"
+        if percent:
+            return f"{100 * value:.{digits}f}"
+        return f"{value:.{digits}f}" if abs(value) >= 1 else f"{value:.{digits + 2}f}"
     return str(value)
+
+
+def _rows(table: pd.DataFrame) -> list[list[object]]:
+    """Cells row by row with each column's own dtype (iterrows would turn ints into floats)."""
+    return [[table[c].iat[i] for c in table.columns] for i in range(len(table))]
 
 
 def to_markdown(table: pd.DataFrame, percent_columns: Sequence[str] = ()) -> str:
@@ -25,8 +32,8 @@ def to_markdown(table: pd.DataFrame, percent_columns: Sequence[str] = ()) -> str
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     lines = [header, rule]
-    for _, row in table.iterrows():
-        lines.append("| " + " | ".join(format_value(row[c], c in percent_columns) for c in table.columns) + " |")
+    for row in _rows(table):
+        lines.append("| " + " | ".join(format_value(v, c in percent_columns) for c, v in zip(table.columns, row)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -44,8 +51,8 @@ def to_latex(table: pd.DataFrame, caption: str, label: str, percent_columns: Seq
         " & ".join(str(c).translate(escape) for c in table.columns) + r" \\",
         r"\midrule",
     ]
-    for _, row in table.iterrows():
-        lines.append(" & ".join(format_value(row[c], c in percent_columns).translate(escape) for c in table.columns) + r" \\")
+    for row in _rows(table):
+        lines.append(" & ".join(format_value(v, c in percent_columns).translate(escape) for c, v in zip(table.columns, row)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
