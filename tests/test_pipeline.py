@@ -96,3 +96,14 @@ def test_changed_cam_config_recomputes_the_cache(pipeline) -> None:
     result = run_cli("cams", *pipeline["overrides"], "cam.methods=[gradcam,hirescam]", "data.problems=[1]")
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(torch.load(cache, weights_only=True)["test"]["maps"]) == {"gradcam", "hirescam"}
+
+
+def test_whole_pipeline_on_a_real_layout_dagm_tree(dagm_root: Path, tmp_path: Path) -> None:
+    """defectcam-reproduce experiment=quick data=dagm data.root=<tree> ... runs through (loader workers included)."""
+    out = tmp_path / "out"
+    result = run_cli("reproduce", "experiment=quick", "data=dagm", f"data.root={dagm_root}", "data.problems=[1]",
+                     "data.image_size=32", "data.num_workers=2", "trainer.max_epochs=1", "train.progress_bar=false",
+                     f"paths.output_dir={out}", "evaluate.latency_images=2", "localize.n_thresholds=11")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "tables" / "localization.csv")
+    assert table["problem"].unique().tolist() == [1] and (out / "report.html").is_file()

@@ -48,24 +48,38 @@ def cam_grid(
 
 
 def threshold_curves(curves: pd.DataFrame, title: str, x: str = "threshold", y: str = "miou") -> plt.Figure:
-    """mIoU against threshold, one line per (method, layer) of a long table with those columns."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (method, layer), group in curves.groupby(["method", "layer"], sort=True):
+    """mIoU against threshold: one colour per method, one line style per layer (baselines grey)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    methods = list(dict.fromkeys(curves["method"]))
+    # One style per single layer (layer1..layer4, layer3.4, ...); fused maps have a colour of their own.
+    layers = sorted(layer for layer in set(curves["layer"]) if layer != "-" and "+" not in layer)
+    colours = dict(zip([m for m in methods if not _is_baseline(curves, m)], plt.get_cmap("tab10").colors))
+    styles = ["-", "--", ":", "-."]
+    for (method, layer), group in curves.groupby(["method", "layer"], sort=False):
         group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker="." if len(group) < 20 else None, label=f"{method} {layer}", linewidth=1.2)
+        baseline = _is_baseline(curves, method)
+        ax.plot(group[x], group[y], label=method if baseline else f"{method} {layer}",
+                color="0.55" if baseline else colours[method],
+                linestyle=styles[methods.index(method) % 4] if baseline or layer not in layers else styles[layers.index(layer) % 4],
+                marker="." if len(group) < 20 else None, linewidth=1.0 if baseline else 1.4)
     ax.set_xlabel(x)
     ax.set_ylabel(f"{y} (defect IoU, mean over defective images)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, loc="best")
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
+
+
+def _is_baseline(curves: pd.DataFrame, method: str) -> bool:
+    """Baselines carry the layer '-'."""
+    return bool((curves.loc[curves["method"] == method, "layer"] == "-").all())
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> None:
     """Write a figure as PNG atomically and free it."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -59,6 +59,9 @@ def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], No
         # printing a multi-line report, so composition errors become one line too.
         os.environ[_TRACEBACK] = "1" if user_full_error else "0"
         os.environ[_FULL_ERROR] = "1"
+        if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
+            # Name Hydra's run folders after the stage (it would take this module's name).
+            sys.argv.append(f"hydra.job.name={name}")
         try:
             hydra_task()
         except (hydra.errors.HydraException, OmegaConfBaseException) as exc:
