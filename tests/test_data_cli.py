@@ -46,8 +46,9 @@ def test_bad_input_is_one_line_exit_2(dagm_root: Path, tmp_path: Path, break_tre
     break_tree(dagm_root)
     out = tmp_path / "out"
     assert_one_line_error(data_cli(dagm_root, out), *fragments)
-    # Nothing half-written: no split or cache for the broken problem.
+    # Nothing half-written: no split or cache for the broken problem, so fixing the file is enough.
     assert not list(out.glob("problem_1/cache/*.npy"))
+    assert not (out / "problem_1" / "split.csv").exists() and not (out / "problem_1" / "split.json").exists()
 
 
 def test_missing_root_and_bad_config_values(tmp_path: Path) -> None:

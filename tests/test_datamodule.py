@@ -48,12 +48,16 @@ def test_augmentation_moves_masks_with_images(problem_data) -> None:
     defective = [i for i in range(len(dataset)) if problem_data.table["label"].iat[int(dataset.rows[i])] == 1]
     torch.manual_seed(0)
     np.random.seed(0)
+    moved = 0
     for i in defective:
+        original = dm.dataset("train")[i]["mask"]
         for _ in range(4):
             item = dataset[i]
+            moved += not torch.equal(item["mask"], original)
             # The tree's defects are +100 brighter inside the ellipse: bright pixels and mask must agree.
             bright = item["image"][0] > 0.55
             assert (bright == item["mask"]).float().mean() > 0.97
+    assert moved > 0, "augmentation never changed a sample"
 
 
 def test_cache_is_reused_and_images_resized(problem_data, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from conftest import run_cli
@@ -89,6 +90,32 @@ def test_threshold_multirun_gathers_sweep_csv(pipeline) -> None:
     assert (pipeline["out"] / "sweep" / "sweep.png").is_file()
     # A sweep never overwrites the protocol's results.
     assert (pipeline["out"] / "problem_1" / "localization.csv").is_file()
+
+
+def test_changed_training_setting_is_refused_not_mixed(pipeline) -> None:
+    result = run_cli("train", *pipeline["overrides"], "trainer.max_epochs=2")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "trainer.max_epochs=1" in lines[0] and "train.force=true" in lines[0]
+
+
+def test_localize_multirun_without_threshold_is_refused(pipeline) -> None:
+    result = run_cli("localize", "-m", *pipeline["overrides"], "localize.layers=[layer1],[layer2]")
+    assert result.returncode == 2 and "sweeps localize.threshold" in result.stderr
+
+
+def test_foreign_or_mismatched_checkpoint_is_a_clear_error(pipeline, tmp_path: Path) -> None:
+    from defectcam.errors import ModelError
+    from defectcam.models.loading import load_classifier
+
+    checkpoint = torch.load(pipeline["out"] / "problem_1" / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["state_dict"] = {k.replace("layer1", "layerX"): v for k, v in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, tmp_path / "renamed.ckpt")
+    with pytest.raises(ModelError, match="weights do not fit resnet50"):
+        load_classifier(tmp_path / "renamed.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ModelError, match="not a defectcam checkpoint"):
+        load_classifier(tmp_path / "foreign.ckpt")
 
 
 def test_changed_cam_config_recomputes_the_cache(pipeline) -> None:

@@ -1,6 +1,11 @@
 """Errors a user can act on. The stage shell prints them as one line and exits with code 2."""
 
 
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An exception's (or a text's) message folded onto one line, cut at `limit` characters."""
+    return " ".join(str(exc).split())[:limit]
+
+
 class DefectcamError(Exception):
     """Base class of every error defectcam reports to the user."""
 

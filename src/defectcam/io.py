@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,6 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> None:
-    """Call `writer(tmp_path)` and move the result into place atomically."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
 
 
 def _json_default(obj: Any) -> Any:

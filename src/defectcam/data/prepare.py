@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from defectcam.data.images import read_gray, read_mask, resize_image, resize_mask
 from defectcam.data.splits import make_split
-from defectcam.errors import ConfigError, StageOrderError
+from defectcam.errors import ConfigError
 from defectcam.io import atomic_path, read_json, write_json
 
 
@@ -62,14 +62,6 @@ def ensure_split(index: pd.DataFrame, out_dir: Path, settings: SplitSettings) ->
     with atomic_path(split_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_json(split_json, recorded)
-    return pd.read_csv(split_csv, keep_default_na=False, na_values={"mask_path": [""]})
-
-
-def load_split(out_dir: Path) -> pd.DataFrame:
-    """Read the split.csv the data stage wrote (a clear error if it has not run)."""
-    split_csv = out_dir / "split.csv"
-    if not split_csv.is_file():
-        raise StageOrderError(f"{split_csv}: missing; run the data stage first (make data / defectcam-data)")
     return pd.read_csv(split_csv, keep_default_na=False, na_values={"mask_path": [""]})
 
 

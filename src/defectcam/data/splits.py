@@ -28,7 +28,7 @@ def _official(index: pd.DataFrame, seed: int, val_fraction: float) -> pd.Series:
     """DAGM's Train gives train and validation (stratified, val_fraction), its Test gives test."""
     parts = pd.Series("test", index=index.index, dtype=object)
     train_rows = index.index[index["source_split"] == "Train"]
-    fit, val = _stratified(train_rows, index.loc[train_rows, "label"], val_fraction, seed)
+    fit, val = _stratified(train_rows, index.loc[train_rows, "label"], val_fraction, seed, "data.val_fraction")
     parts[fit] = "train"
     parts[val] = "val"
     return parts
@@ -37,17 +37,19 @@ def _official(index: pd.DataFrame, seed: int, val_fraction: float) -> pd.Series:
 def _pooled(index: pd.DataFrame, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
     """Pool Train and Test, take val+test out (the study's 30 %), halve it: 805/172/173 for 1150 images."""
     held_fraction = val_fraction + test_fraction
-    fit, held = _stratified(index.index, index["label"], held_fraction, seed)
-    val, test = _stratified(held, index.loc[held, "label"], test_fraction / held_fraction, seed)
+    fit, held = _stratified(index.index, index["label"], held_fraction, seed, "data.val_fraction + data.test_fraction")
+    val, test = _stratified(held, index.loc[held, "label"], test_fraction / held_fraction, seed, "data.test_fraction")
     parts = pd.Series("train", index=index.index, dtype=object)
     parts[val] = "val"
     parts[test] = "test"
     return parts
 
 
-def _stratified(rows: pd.Index | np.ndarray, labels: pd.Series, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _stratified(
+    rows: pd.Index | np.ndarray, labels: pd.Series, fraction: float, seed: int, key: str
+) -> tuple[np.ndarray, np.ndarray]:
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"data.val_fraction: {fraction} must lie strictly between 0 and 1")
+        raise ConfigError(f"{key}: {fraction:g} must lie strictly between 0 and 1")
     counts = labels.value_counts()
     stratify = labels.to_numpy() if len(counts) == 2 and counts.min() >= 2 else None
     keep, held = train_test_split(np.asarray(rows), test_size=fraction, random_state=seed, shuffle=True, stratify=stratify)

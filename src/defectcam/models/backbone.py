@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from defectcam.errors import ConfigError, ModelError
+from defectcam.errors import ConfigError, ModelError, one_line
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 # torchvision's ImageNet weights per architecture; the file name is what torch.hub caches.
@@ -83,7 +83,3 @@ def _check_keys(path: Path, state: dict[str, torch.Tensor], expected: dict[str, 
     if unexpected is not None:
         raise ModelError(f"{path}: key {unexpected!r} does not belong to this model")
 
-
-def one_line(exc: BaseException) -> str:
-    """An exception message on one line."""
-    return " ".join(str(exc).split())[:300]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from defectcam.errors import ModelError, StageOrderError
+from defectcam.errors import ModelError, StageOrderError, one_line
 from defectcam.models.backbone import build_backbone
 from defectcam.models.module import DefectClassifier
 
@@ -20,9 +20,13 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
     try:
         checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt or foreign files raise several types
-        raise ModelError(f"{ckpt_path}: cannot read checkpoint ({' '.join(str(exc).split())[:200]})") from None
-    hparams = checkpoint["hyper_parameters"]
-    model_config = dict(hparams["model_config"])
+        raise ModelError(f"{ckpt_path}: cannot read checkpoint ({one_line(exc)})") from None
+    try:
+        hparams = checkpoint["hyper_parameters"]
+        model_config = dict(hparams["model_config"])
+        state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    except (KeyError, TypeError):
+        raise ModelError(f"{ckpt_path}: not a defectcam checkpoint (no hyper_parameters/model_config/state_dict)") from None
     net = build_backbone(model_config["arch"], "none", int(model_config["num_classes"]))
     module = DefectClassifier(
         net,
@@ -32,8 +36,10 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
         channels_last=False,
         model_config=model_config,
     )
-    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
-    module.load_state_dict(state, strict=False)
+    try:
+        module.load_state_dict(state, strict=True)  # a missing or renamed key must not leave random weights
+    except RuntimeError as exc:
+        raise ModelError(f"{ckpt_path}: weights do not fit {model_config['arch']} ({one_line(exc)})") from None
     return module.eval()
 
 

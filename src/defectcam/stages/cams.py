@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "target": str(cfg.cam.target),
         "parts": list(cfg.cam.parts),
         "image_size": int(cfg.data.image_size),
-        "image_ids": int(len(data.table)),
+        "image_ids_sha1": hashlib.sha1("\n".join(data.table["image_id"]).encode()).hexdigest(),
     }
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from defectcam.data.datamodule import DefectDataModule
+from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import ProblemData, problem_dir
+from defectcam.errors import StageOrderError
 from defectcam.models.loading import load_classifier
 from defectcam.models.module import DefectClassifier
 from defectcam.stages.settings import output_dir
-from defectcam.stages.train import datamodule_for
 
 
 def inference_device(cfg: DictConfig) -> torch.device:
@@ -34,8 +34,32 @@ def best_checkpoint(cfg: DictConfig, problem: int) -> Path:
     return problem_dir(output_dir(cfg), problem) / "checkpoints" / "best.ckpt"
 
 
+def normalization_for(cfg: DictConfig, data: ProblemData) -> tuple[float, float]:
+    """Per-problem (mean, std): measured on the train part, or the fixed constants of the config."""
+    if cfg.data.normalization == "fixed":
+        mean, std = cfg.data.mean_std[data.problem]
+        return float(mean), float(std)
+    return train_normalization(data)
+
+
+def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[float, float]) -> DefectDataModule:
+    """The DataModule of one problem as the config describes it."""
+    return DefectDataModule(
+        data,
+        *normalization,
+        batch_size=int(cfg.data.batch_size),
+        eval_batch_size=int(cfg.data.eval_batch_size),
+        num_workers=int(cfg.data.num_workers),
+        augment=train_augmentation([str(name) for name in cfg.data.augment]),
+        pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
+    )
+
+
 def trained_problem(cfg: DictConfig, data: ProblemData, device: torch.device) -> tuple[DefectClassifier, DefectDataModule]:
     """The best classifier of a problem on `device` and a DataModule normalized as it was trained."""
+    summary = problem_dir(output_dir(cfg), data.problem) / "train_summary.json"
+    if not summary.is_file():  # best.ckpt of an unfinished run is not a result
+        raise StageOrderError(f"{summary}: problem {data.problem} has not finished training; run the train stage (make train)")
     module = load_classifier(best_checkpoint(cfg, data.problem)).to(device)
     if device.type == "cuda" and cfg.trainer.channels_last:
         module.net.to(memory_format=torch.channels_last)

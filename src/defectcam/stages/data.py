@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from defectcam.data.dagm import index_dagm
 from defectcam.data.prepare import ProblemData, ensure_cache, ensure_split, problem_dir
-from defectcam.data.synthetic import SyntheticSpec, generate_synthetic_dagm
+from defectcam.data.synthetic import SyntheticSpec, generate_synthetic_dagm, read_spec
+from defectcam.errors import DefectcamError
 from defectcam.io import write_json
 from defectcam.stages.settings import output_dir, problems_of, split_settings, validate
 from defectcam.stages.shell import stage_entry
@@ -21,8 +23,15 @@ def dataset_root(cfg: DictConfig) -> Path:
     """The DAGM-layout tree to read; for data=synthetic it is generated first (skipped when up to date)."""
     root = Path(cfg.data.root).expanduser().resolve()
     if cfg.data.name == "synthetic":
-        options = dict(cfg.data.synthetic)
-        generate_synthetic_dagm(root, SyntheticSpec(problems=tuple(problems_of(cfg)), **options))
+        wanted = SyntheticSpec(problems=tuple(problems_of(cfg)), **dict(cfg.data.synthetic))
+        on_disk = read_spec(root)
+        # Problems are generated independently of each other, so a tree that holds more of them is reused
+        # (and one that holds others is extended): one-problem jobs never take the others away.
+        if on_disk is not None and replace(on_disk, problems=wanted.problems) == wanted:
+            if set(wanted.problems) <= set(on_disk.problems):
+                return root
+            wanted = replace(wanted, problems=tuple(sorted(set(on_disk.problems) | set(wanted.problems))))
+        generate_synthetic_dagm(root, wanted)
     return root
 
 
@@ -34,8 +43,16 @@ def prepare_data(cfg: DictConfig, show_progress: bool = True) -> dict[int, Probl
     out = output_dir(cfg)
     prepared = {}
     for problem in problems:
-        table = ensure_split(index[index["problem"] == problem], problem_dir(out, problem), split_settings(cfg))
-        prepared[problem] = ensure_cache(table, problem_dir(out, problem), int(cfg.data.image_size), show_progress)
+        folder = problem_dir(out, problem)
+        fresh_split = not (folder / "split.csv").is_file()
+        table = ensure_split(index[index["problem"] == problem], folder, split_settings(cfg))
+        try:
+            prepared[problem] = ensure_cache(table, folder, int(cfg.data.image_size), show_progress)
+        except DefectcamError:
+            if fresh_split:  # a file that does not decode must not pin a split: fixing the file must be enough
+                for name in ("split.csv", "split.json"):
+                    (folder / name).unlink(missing_ok=True)
+            raise
     return prepared
 
 

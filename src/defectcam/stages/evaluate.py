@@ -16,7 +16,7 @@ from defectcam.io import atomic_path, read_json, write_json
 from defectcam.models.loading import file_sha1
 from defectcam.stages.common import autocast_for, best_checkpoint, inference_device, trained_problem
 from defectcam.stages.data import prepare_data
-from defectcam.stages.settings import output_dir
+from defectcam.stages.settings import output_dir, to_plain
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,12 @@ def evaluate_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     """Metrics of one problem on its test part (the split training used); skipped when up to date."""
     out = problem_dir(output_dir(cfg), data.problem)
     metrics_path, ckpt = out / "metrics.json", best_checkpoint(cfg, data.problem)
-    ckpt_sha1 = file_sha1(ckpt) if ckpt.is_file() else None
-    if metrics_path.is_file() and not cfg.evaluate.force and read_json(metrics_path).get("checkpoint_sha1") == ckpt_sha1:
-        return read_json(metrics_path)
     device = inference_device(cfg)
+    # Latency and throughput depend on where and how the model ran, not only on its weights.
+    key = {"checkpoint_sha1": file_sha1(ckpt) if ckpt.is_file() else None, "device": str(device),
+           "precision": str(cfg.trainer.precision), "evaluate": to_plain(cfg.evaluate)}
+    if metrics_path.is_file() and not cfg.evaluate.force and read_json(metrics_path).get("key") == key:
+        return read_json(metrics_path)
     module, datamodule = trained_problem(cfg, data, device)
     loader = datamodule.test_dataloader()
 
@@ -53,7 +55,7 @@ def evaluate_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "latency_ms_std": latency_std,
         "throughput_img_s": throughput,
         "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
-        "checkpoint_sha1": ckpt_sha1,
+        "key": key,
     }
     note = undefined_metrics_note(labels)
     if note:
@@ -69,10 +71,10 @@ def evaluate_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     return metrics
 
 
-def run_evaluate(cfg: DictConfig) -> float:
-    """The evaluate stage over every problem; returns the mean test accuracy."""
-    results = [evaluate_problem(cfg, data) for data in prepare_data(cfg).values()]
-    return sum(r["accuracy"] for r in results) / len(results)
+def run_evaluate(cfg: DictConfig) -> None:
+    """The evaluate stage over every problem (returns nothing: test metrics are never a sweep objective)."""
+    for data in prepare_data(cfg).values():
+        evaluate_problem(cfg, data)
 
 
 main = stage_entry("evaluate", run_evaluate)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from defectcam.data.prepare import ProblemData, problem_dir
@@ -70,8 +71,11 @@ def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
     write_json(meta_path, meta)
     val_curves = curve_table[curve_table["split"] == "val"]
     save_figure(threshold_curves(val_curves, f"problem {data.problem}: validation mIoU against threshold"), out / "figures" / "threshold_curves.png")
-    best = table[(table["split"] == "test") & (table["selection"] == "val-best")].sort_values("miou", ascending=False).iloc[0]
-    log.info("problem %d: best test mIoU %.3f (%s %s, threshold %.2f chosen on val)", data.problem, best["miou"], best["method"], best["layer"], best["threshold"])
+    chosen = table[table["selection"] == "val-best"]
+    best = chosen[chosen["split"] == "val"].sort_values("miou", ascending=False).iloc[0]  # ranked on validation
+    test_miou = chosen[(chosen["split"] == "test") & (chosen["method"] == best["method"]) & (chosen["layer"] == best["layer"])]["miou"].iloc[0]
+    log.info("problem %d: best on validation %s %s (threshold %.2f): val mIoU %.3f, test mIoU %.3f",
+             data.problem, best["method"], best["layer"], best["threshold"], best["miou"], test_miou)
     return table
 
 
@@ -98,8 +102,6 @@ def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
         val = pd.concat(tables).query("split == 'val' and selection == 'val-best'")
         return float(val["miou"].mean())
     threshold = float(cfg.localize.threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"localize.threshold: {threshold} must lie in [0, 1]")
     rows = [row for data in prepared.values() for row in sweep_job(cfg, data, threshold)]
     frame = pd.DataFrame(rows)
     target = (job_dir or output_dir(cfg)) / "localization_job.csv"
@@ -109,7 +111,11 @@ def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
 
 
 def _hydra_task(cfg: DictConfig) -> float:
-    return run_localize(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN and cfg.localize.threshold is None:
+        # Each job would rewrite the protocol's localization.csv with its own subset.
+        raise ConfigError("a localize multirun (-m) sweeps localize.threshold=...; run the protocol without -m")
+    return run_localize(cfg, Path(hydra_cfg.runtime.output_dir))
 
 
 main = stage_entry("localize", _hydra_task)

@@ -53,7 +53,7 @@ def run_report(cfg: DictConfig) -> dict[str, str]:
     write_table(per_problem, tables, "localization_per_problem", "Test mIoU per problem (threshold chosen on validation)",
                 per_problem, [c for c in per_problem.columns if c.startswith("P") or c == "mean"])
     quoted = pd.DataFrame(QUOTED_LOCALIZATION)
-    write_table(quoted, tables, "localization_quoted", "Quoted from the reference study (not measured here)")
+    write_table(quoted, tables, "localization_quoted", "Quoted from the reference study (not measured here)", percent_columns=["miou"])
     if cfg.report.html:
         write_text(out / "report.html", build_html(cfg, dirs, classification, matrix, per_problem, quoted))
     log.info("report: %s", out / "report.html")
@@ -68,7 +68,7 @@ def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFr
         ("Classification (test split)", table_html(display, percent=False)),
         ("Localization: mean over problems (test; threshold chosen on validation)", f"<p class='note'>{MIOU_NOTE}</p>" + table_html(matrix)),
         ("Localization: test mIoU per problem", table_html(per_problem)),
-        ("Quoted from the reference study (not measured here)", table_html(quoted)),
+        ("Quoted from the reference study (not measured here; mIoU in percent)", table_html(quoted, percent=True)),
     ]
     for problem, folder in dirs.items():
         figures = [image_tag(folder / "figures" / f"cams_{m}.png", f"problem {problem}: {m}") for m in cfg.cam.methods]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,10 +28,35 @@ def validate(cfg: DictConfig) -> None:
     problems = problems_of(cfg)
     if not problems or any(p < 1 for p in problems):
         raise ConfigError(f"data.problems: {problems} must be a non-empty list of DAGM class numbers (1..10)")
+    _check_number(cfg, "localize.n_thresholds", minimum=2, integer=True)
+    _check_number(cfg, "evaluate.latency_images", minimum=1, integer=True)
+    _check_number(cfg, "evaluate.warmup", minimum=0, integer=True)
+    if cfg.localize.threshold is not None:
+        _check_number(cfg, "localize.threshold", minimum=0.0, maximum=1.0)
     if cfg.data.normalization == "fixed":
         missing = [p for p in problems if cfg.data.mean_std is None or p not in cfg.data.mean_std]
         if missing:
             raise ConfigError(f"data.mean_std: no [mean, std] for problem(s) {missing} (data.normalization=fixed)")
+
+
+def _check_number(cfg: DictConfig, key: str, minimum: float, maximum: float | None = None, integer: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{key}: {value!r} must be {'an integer' if integer else 'a number'} {bounds}")
+
+
+def train_signature(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a trained model depends on (a finished problem is reused only when they are equal)."""
+    keys = ("model", "optim", "trainer.max_epochs", "trainer.precision", "data.image_size", "data.augment",
+            "data.batch_size", "data.normalization", "seed")
+    return {key: to_plain(OmegaConf.select(cfg, key)) for key in keys}
+
+
+def to_plain(value: Any) -> Any:
+    """A config node as plain Python (for JSON and comparison)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def problems_of(cfg: DictConfig) -> list[int]:

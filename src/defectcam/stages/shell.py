@@ -67,7 +67,7 @@ def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], No
         except (hydra.errors.HydraException, OmegaConfBaseException) as exc:
             if user_full_error:
                 raise
-            _fail(name, "config error: " + one_line(_message(exc)))
+            _fail(name, "config error: " + fold_hydra_message(_message(exc)))
         finally:
             os.environ.pop(_TRACEBACK, None)
             if not user_full_error:
@@ -76,7 +76,7 @@ def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], No
     return main
 
 
-def one_line(message: str) -> str:
+def fold_hydra_message(message: str) -> str:
     """Hydra's multi-line messages folded into one line, without the config search path dump."""
     message = message.split("\nConfig search path", 1)[0]
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())

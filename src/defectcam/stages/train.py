@@ -9,42 +9,24 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import ProblemData, problem_dir
+from defectcam.errors import ConfigError
 from defectcam.io import read_json, write_json
 from defectcam.models.backbone import build_backbone
 from defectcam.models.checkpoints import BestAndLastCheckpoint
 from defectcam.models.module import DefectClassifier
 from defectcam.stages.data import prepare_data
-from defectcam.stages.settings import output_dir
+from defectcam.stages.common import datamodule_for, normalization_for
+from defectcam.stages.settings import output_dir, train_signature
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
-
-
-def normalization_for(cfg: DictConfig, data: ProblemData) -> tuple[float, float]:
-    """Per-problem (mean, std): measured on the train part, or the fixed constants of the config."""
-    if cfg.data.normalization == "fixed":
-        mean, std = cfg.data.mean_std[data.problem]
-        return float(mean), float(std)
-    return train_normalization(data)
-
-
-def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[float, float]) -> DefectDataModule:
-    """The DataModule of one problem as the config describes it."""
-    return DefectDataModule(
-        data,
-        *normalization,
-        batch_size=int(cfg.data.batch_size),
-        eval_batch_size=int(cfg.data.eval_batch_size),
-        num_workers=int(cfg.data.num_workers),
-        augment=train_augmentation([str(name) for name in cfg.data.augment]),
-        pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
-    )
 
 
 def build_classifier(cfg: DictConfig, normalization: tuple[float, float]) -> DefectClassifier:
@@ -87,14 +69,17 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one problem; returns its train_summary."""
     out = problem_dir(output_dir(cfg), data.problem)
     summary_path, ckpt_dir = out / "train_summary.json", out / "checkpoints"
+    signature = train_signature(cfg)
     if summary_path.is_file() and not cfg.train.force:
+        summary = read_json(summary_path)
+        check_signature(summary_path, summary.get("train_config", {}), signature)
         log.info("problem %d: already trained (%s); train.force=true retrains", data.problem, summary_path)
-        return read_json(summary_path)
+        return summary
     last = ckpt_dir / "last.ckpt"
-    resume = last if last.is_file() and not cfg.train.force else None
     if cfg.train.force:
-        for name in ("best.ckpt", "last.ckpt"):
-            (ckpt_dir / name).unlink(missing_ok=True)
+        for path in (ckpt_dir / "best.ckpt", last, summary_path):
+            path.unlink(missing_ok=True)
+    resume = last if last.is_file() else None
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     normalization = normalization_for(cfg, data)
@@ -114,12 +99,24 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "precision": str(cfg.trainer.precision),
         "train_images": int((data.table["part"] == "train").sum()),
         "normalization": list(normalization),
+        "train_config": signature,
     }
     if trainer.is_global_zero:
         write_json(summary_path, summary)
     log.info("problem %d: best val accuracy %.4f (epoch %d), %.1f s on %s", data.problem, summary["best_val_accuracy"],
              summary["best_epoch"], summary["train_time_s"], summary["device"])
     return summary
+
+
+def check_signature(path: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse to reuse a model trained with other settings (one line naming the first difference)."""
+    changed = [k for k in wanted if recorded.get(k) != wanted[k]]
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"{path}: problem trained with {key}={recorded.get(key)!r}, this run asks {wanted[key]!r}; "
+            "use train.force=true to retrain, or another paths.output_dir"
+        )
 
 
 def device_name(trainer: pl.Trainer) -> str:
@@ -131,6 +128,9 @@ def device_name(trainer: pl.Trainer) -> str:
 
 def run_train(cfg: DictConfig) -> float:
     """The train stage over every problem; returns the mean best validation accuracy (for sweepers)."""
+    if str(cfg.trainer.strategy).startswith("ddp") and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        # Lightning relaunches sys.argv for the other ranks: with -m each rank would start the whole sweep.
+        raise ConfigError("trainer=ddp cannot run inside a Hydra multirun (-m); train one problem per call instead")
     prepared = prepare_data(cfg)
     summaries = [train_problem(cfg, data) for data in prepared.values()]
     return sum(s["best_val_accuracy"] for s in summaries) / len(summaries)
