@@ -16,7 +16,6 @@ import argparse
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

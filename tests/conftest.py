@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,6 +58,18 @@ def run_cli(stage: str, *args: str, env: dict[str, str] | None = None, timeout: 
     return subprocess.run(
         [str(BIN / f"defectcam-{stage}"), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
     )
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module of tiny-tensor tests, restored after it."""
+    # Two spinning OpenMP threads on a busy 2-core machine run tiny ops ~10x slower than one.
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -3,39 +3,21 @@
 import gc
 import warnings
 import weakref
-from collections.abc import Iterator
+
 
 import pytest
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from cam_models import calibrated_resnet
 from defectcam.cams import METHODS, CamResult, compute_cams, extract_cams, scoring_maps
 from defectcam.errors import ConfigError, ModelError
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for this module, restored after it."""
-    # Inputs are tiny; two spinning threads on a busy 2-core machine run ~10x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def calibrated_resnet(arch: str, size: int, seed: int = 0) -> nn.Module:
-    """Random-init 2-class ResNet in eval mode with non-trivial BN statistics."""
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)(num_classes=2)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(8, 3, size, size))
-        model.fc.weight[1].abs_()
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tiny(nn.Module):

@@ -1,6 +1,6 @@
 """Fusion of normalized layer maps: shapes, [0, 1], LayerCAM max rule, product/geometric scale, zeros."""
 
-from collections.abc import Iterator
+
 
 import pytest
 import torch
@@ -13,14 +13,7 @@ from defectcam.errors import ConfigError
 SIZE = (32, 32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for this module, restored after it."""
-    # Inputs are tiny; two spinning threads on a busy 2-core machine run ~10x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

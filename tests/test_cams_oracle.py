@@ -1,13 +1,13 @@
 """CAM maps against pytorch-grad-cam (upsampled, normalized) and against hand-written formulas (raw)."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import Tensor, nn
 
+from cam_models import calibrated_resnet
 from defectcam.cams import METHODS, compute_cams, extract_cams
 
 pgc = pytest.importorskip("pytorch_grad_cam")
@@ -27,28 +27,9 @@ REFERENCE = {
 }
 
 
-def calibrated_resnet(arch: str, seed: int = 0) -> nn.Module:
-    """Random-init 2-class ResNet in eval mode with non-trivial BN statistics."""
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)(num_classes=2)
-    model.train()
-    with torch.no_grad():
-        # Default BN stats (mean 0, var 1) make activations explode and most maps vanish.
-        for _ in range(3):
-            model(torch.randn(8, 3, SIZE, SIZE))
-        # Positive class-1 weights: layer4 maps then have positive evidence somewhere.
-        model.fc.weight[1].abs_()
-    return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for this module, restored after it."""
-    # Inputs are tiny; two spinning threads on a busy 2-core machine run ~10x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
