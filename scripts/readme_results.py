@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from defectcam.report.build import localization_matrix
 from defectcam.report.tables import to_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def section(out: Path) -> str:
     shown = classification[["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
                             "train_time_s", "latency_ms_mean"]]
     localization = pd.read_csv(out / "tables" / "localization.csv")
-    matrix = localization.groupby(["method", "layer"], sort=False, as_index=False)[["miou", "dataset_iou", "pixel_auroc", "pxap"]].mean()
+    matrix = localization_matrix(localization).drop(columns=["problems"])
     per_problem = pd.read_csv(out / "tables" / "localization_per_problem.csv")
     keep = per_problem["method"].isin(["layercam", "layercam_fused", "full_image", "centred_ellipse", "random"])
     timing = json.loads((out / "data_summary.json").read_text())

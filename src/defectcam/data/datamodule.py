@@ -19,6 +19,9 @@ class DefectDataset(Dataset):
 
     def __init__(self, data: ProblemData, rows: np.ndarray, mean: float, std: float, augment: A.Compose | None = None):
         self.data, self.rows, self.mean, self.std, self.augment = data, rows, mean, std, augment
+        # Plain arrays: __getitem__ runs once per image per epoch, pandas lookups there are slow.
+        self.labels = data.table["label"].to_numpy()
+        self.image_ids = data.table["image_id"].to_numpy()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -33,10 +36,10 @@ class DefectDataset(Dataset):
         gray = (torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0) - self.mean) / self.std
         return {
             "image": gray.unsqueeze(0).expand(3, -1, -1).contiguous(),
-            "label": int(self.data.table["label"].iat[row]),
+            "label": int(self.labels[row]),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)),
             "row": row,
-            "image_id": str(self.data.table["image_id"].iat[row]),
+            "image_id": str(self.image_ids[row]),
         }
 
 

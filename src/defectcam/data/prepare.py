@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,14 @@ class ProblemData:
     images: np.ndarray  # (N, S, S) uint8
     masks: np.ndarray  # (M, S, S) bool, one per defective row (see table.mask_row)
 
+    @cached_property
+    def mask_rows(self) -> np.ndarray:
+        """table.mask_row as an array (looked up once per image per epoch)."""
+        return self.table["mask_row"].to_numpy()
+
     def mask_of(self, row: int) -> np.ndarray:
         """The (S, S) bool mask of a table row (all False for a defect-free image)."""
-        mask_row = int(self.table["mask_row"].iat[row])
+        mask_row = int(self.mask_rows[row])
         if mask_row < 0:
             return np.zeros(self.images.shape[1:], dtype=bool)
         return self.masks[mask_row]
@@ -70,7 +76,7 @@ def ensure_cache(table: pd.DataFrame, out_dir: Path, image_size: int, show_progr
     problem = int(table["problem"].iat[0])
     cache_dir = out_dir / "cache"
     images_npy, masks_npy, meta_json = (cache_dir / f"{n}_{image_size}.{ext}" for n, ext in (("images", "npy"), ("masks", "npy"), ("meta", "json")))
-    meta = {"image_size": image_size, "ids_sha1": _ids_hash(table)}
+    meta = {"image_size": image_size, "ids_sha1": ids_hash(table)}
     if meta_json.is_file() and read_json(meta_json) == meta and images_npy.is_file() and masks_npy.is_file():
         # Loaded whole (not memory-mapped): epochs then read RAM, and arrays are writable for torch.
         return ProblemData(problem, table, np.load(images_npy), np.load(masks_npy))
@@ -105,7 +111,8 @@ def _fingerprint(index: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _ids_hash(table: pd.DataFrame) -> str:
+def ids_hash(table: pd.DataFrame) -> str:
+    """SHA-1 of a table's image ids in order (what a cache built from its rows depends on)."""
     return hashlib.sha1("\n".join(table["image_id"]).encode()).hexdigest()
 
 

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from defectcam.localization.pixel_scores import ranking_scores
+
 
 def predict(p_defect: torch.Tensor) -> torch.Tensor:
     """Hard labels (N,) from defect probabilities (N,): the argmax of a 2-way softmax (ties go to defect-free)."""
@@ -20,31 +22,13 @@ def confusion(labels: torch.Tensor, predictions: torch.Tensor) -> dict[str, int]
 
 
 def binary_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve (N,) scores vs (N,) 0/1 labels, ties counted half (Mann-Whitney U); NaN if one class."""
-    scores, labels = scores.double().flatten(), labels.bool().flatten()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = _average_ranks(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    """Area under the ROC curve of (N,) scores vs (N,) 0/1 labels (ties count half); NaN with one class."""
+    return ranking_scores(scores, labels).auroc
 
 
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Average precision sum_n (R_n - R_{n-1}) P_n over distinct score thresholds (sklearn's definition); NaN if no positive."""
-    scores, labels = scores.double().flatten(), labels.double().flatten()
-    n_pos = float(labels.sum())
-    if n_pos == 0:
-        return math.nan
-    order = torch.argsort(scores, descending=True, stable=True)
-    scores, labels = scores[order], labels[order]
-    tp = torch.cumsum(labels, 0)
-    # Keep the last position of each run of tied scores: one point of the curve per distinct threshold.
-    last = torch.ones_like(labels, dtype=torch.bool)
-    last[:-1] = scores[1:] != scores[:-1]
-    tp, seen = tp[last], torch.arange(1, len(labels) + 1, dtype=torch.float64)[last]
-    precision, recall = tp / seen, tp / n_pos
-    steps = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
-    return float((steps * precision).sum())
+    """Average precision (sklearn's step-wise definition) of (N,) scores; NaN without a positive."""
+    return ranking_scores(scores, labels).average_precision
 
 
 def classification_metrics(p_defect: torch.Tensor, labels: torch.Tensor) -> dict[str, float | int]:
@@ -55,13 +39,14 @@ def classification_metrics(p_defect: torch.Tensor, labels: torch.Tensor) -> dict
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
+    ranking = ranking_scores(p_defect, labels)
     present = [r for r, n in ((recall, tp + fn), (specificity, tn + fp)) if n > 0]
     return {
         "n": int(labels.numel()),
         "accuracy": _ratio(tp + tn, labels.numel()),
         "balanced_accuracy": sum(present) / len(present) if present else math.nan,
-        "auc_roc": binary_auroc(p_defect, labels),
-        "average_precision": average_precision(p_defect, labels),
+        "auc_roc": ranking.auroc,
+        "average_precision": ranking.average_precision,
         "precision": precision,
         "recall": recall,
         "f1": _ratio(2 * precision * recall, precision + recall),
@@ -83,13 +68,3 @@ def _ratio(numerator: float, denominator: float) -> float:
     """numerator / denominator, 0 when the denominator is 0 (sklearn's zero_division=0)."""
     return float(numerator) / float(denominator) if denominator else 0.0
 
-
-def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks with ties given their average rank (scipy's rankdata 'average')."""
-    sorted_values, order = torch.sort(values, stable=True)
-    _, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
-    ends = torch.cumsum(counts, 0).double()
-    mean_rank = ends - (counts.double() - 1) / 2
-    ranks = torch.empty_like(values)
-    ranks[order] = mean_rank[inverse]
-    return ranks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from defectcam.cams import extract_cams, scoring_maps
-from defectcam.data.prepare import ProblemData, problem_dir
+from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import StageOrderError
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.models.loading import file_sha1
@@ -40,7 +39,7 @@ def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "target": str(cfg.cam.target),
         "parts": list(cfg.cam.parts),
         "image_size": int(cfg.data.image_size),
-        "image_ids_sha1": hashlib.sha1("\n".join(data.table["image_id"]).encode()).hexdigest(),
+        "image_ids_sha1": ids_hash(data.table),
     }
 
 

@@ -42,7 +42,8 @@ def evaluate_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     p_defect, throughput = batched_predictions(forward, (batch["image"] for batch in loader), device)
     rows = datamodule.part_rows("test")
     labels = torch.as_tensor(data.table["label"].to_numpy()[rows])
-    timing_images = torch.stack([datamodule.dataset("test")[i]["image"] for i in range(min(len(rows), int(cfg.evaluate.latency_images)))])
+    test_set = datamodule.dataset("test")
+    timing_images = torch.stack([test_set[i]["image"] for i in range(min(len(rows), int(cfg.evaluate.latency_images)))])
     latency_mean, latency_std = per_image_latency_ms(forward, timing_images.to(device), int(cfg.evaluate.warmup))
     summary = read_json(out / "train_summary.json")
     metrics = {
