@@ -1,4 +1,4 @@
-"""LightningDataModule over one problem's cached uint8 images: 3-channel, normalized, masks and ids in every batch."""
+"""LightningDataModule over one problem's cached uint8 images: 3-channel, normalized, labels, rows and ids in every batch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from defectcam.errors import ConfigError
 
 
 class DefectDataset(Dataset):
-    """Rows of one part of a problem: dict(image (3,S,S) float, label, mask (S,S) bool, row, image_id)."""
+    """Rows of one part of a problem: dict(image (3,S,S) float, label, row, image_id).
+
+    Masks stay out of batches: training never reads them, and they live at the dataset's native
+    resolution (localization scores there), not at the image size the network sees.
+    """
 
     def __init__(self, data: ProblemData, rows: np.ndarray, mean: float, std: float, augment: A.Compose | None = None):
         self.data, self.rows, self.mean, self.std, self.augment = data, rows, mean, std, augment
@@ -29,15 +33,12 @@ class DefectDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, object]:
         row = int(self.rows[i])
         image = np.asarray(self.data.images[row])
-        mask = self.data.mask_of(row)
         if self.augment is not None:
-            out = self.augment(image=image, mask=mask.view(np.uint8))
-            image, mask = out["image"], out["mask"].astype(bool)
+            image = self.augment(image=image)["image"]
         gray = (torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0) - self.mean) / self.std
         return {
             "image": gray.unsqueeze(0).expand(3, -1, -1).contiguous(),
             "label": int(self.labels[row]),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
             "row": row,
             "image_id": str(self.image_ids[row]),
         }
@@ -60,7 +61,7 @@ AUGMENTATIONS = ("flips", "rot90")
 
 
 def train_augmentation(names: Sequence[str] = ("flips",)) -> A.Compose | None:
-    """Flips and/or 90-degree rotations, applied jointly to image and mask; None when no name is given."""
+    """Flips and/or 90-degree rotations of the image; None when no name is given."""
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
         raise ConfigError(f"data.augment: unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")

@@ -76,10 +76,10 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def split_settings(cfg: DictConfig) -> SplitSettings:
-    """The settings that decide a split, from cfg.data and cfg.seed."""
+    """The settings that decide a split, from cfg.data (its own seed: training seeds share one split)."""
     return SplitSettings(
         kind=str(cfg.data.split),
-        seed=int(cfg.seed),
+        seed=int(cfg.data.split_seed),
         val_fraction=float(cfg.data.val_fraction),
         test_fraction=float(cfg.data.test_fraction),
     )
