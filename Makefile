@@ -61,4 +61,4 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf outputs multirun data/synthetic .pytest_cache
+	rm -rf outputs multirun data/synthetic data/.synthetic.lock .pytest_cache build dist

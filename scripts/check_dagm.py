@@ -14,7 +14,7 @@ from defectcam.data.dagm import index_dagm
 from defectcam.data.images import read_gray, read_mask
 from defectcam.errors import DefectcamError
 
-# Defective images per split in the 10-class release (dagm_format.md).
+# Defective images per split in the 10-class release (docs/dagm_format.md).
 EXPECTED_DEFECTS = {
     "Train": {1: 79, 2: 66, 3: 66, 4: 82, 5: 70, 6: 83, 7: 150, 8: 150, 9: 150, 10: 150},
     "Test": {1: 71, 2: 84, 3: 84, 4: 68, 5: 80, 6: 67, 7: 150, 8: 150, 9: 150, 10: 150},

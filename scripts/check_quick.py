@@ -4,7 +4,7 @@
 
 1. every problem reaches test accuracy >= 0.9;
 2. on every problem, LayerCAM's best layer (chosen by validation mIoU) beats every baseline's test mIoU
-   by at least 0.10 (10 IoU points, cam_math.md's "clear margin").
+   by at least 0.10 (10 IoU points, the "clear margin" of docs/cam_math.md, "When a map is localizing").
 Prints one line per problem and exits 1 if any criterion fails.
 """
 

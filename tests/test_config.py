@@ -51,6 +51,8 @@ def test_unknown_key_fails_at_composition(compose_cfg) -> None:
         ("model.arch=vgg16", "model.arch: 'vgg16'"),
         ("cam.target=both", "cam.target: 'both'"),
         ("data.problems=[]", "data.problems"),
+        ("data.problems=[11]", "data.problems: [11]"),
+        ("on_stale=ignore", "on_stale: 'ignore'"),
     ],
 )
 def test_unknown_values_are_refused(compose_cfg, override: str, message: str) -> None:

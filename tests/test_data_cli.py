@@ -39,8 +39,10 @@ def test_valid_tree_is_indexed_split_and_cached(dagm_root: Path, tmp_path: Path)
         (lambda root: (root / "Class1" / "Test" / "0005.PNG").write_bytes(b"not a png"), ["0005.PNG", "cannot decode"]),
         (lambda root: write_png(root / "Class1" / "Test" / "Label" / "0001_label.PNG", np.zeros((16, 16))), ["0001_label.PNG", "mask is 16x16"]),
         (lambda root: (root / "Class1" / "Train" / "Label" / "Labels.txt").write_text("Class1\n"), ["Train/Label/Labels.txt", "no label rows"]),
+        (lambda root: write_png(root / "Class1" / "Test" / "Label" / "0005_label.PNG", np.zeros((32, 32))),
+         ["Test/Label/0005_label.PNG: mask of defective image 0005.PNG has no defect pixel"]),
     ],
-    ids=["corrupt-png", "mask-size", "empty-labels"],
+    ids=["corrupt-png", "mask-size", "empty-labels", "empty-mask"],
 )
 def test_bad_input_is_one_line_exit_2(dagm_root: Path, tmp_path: Path, break_tree, fragments: list[str]) -> None:
     break_tree(dagm_root)
@@ -97,6 +99,8 @@ EVERY_ERROR = {
     "mask-file-missing": (_unlink("Class1", "Test", "Label", "0005_label.PNG"), ["0005_label.PNG: mask listed in"], None),
     "mask-unclaimed": (lambda root: write_png(root / "Class1/Test/Label/0002_label.PNG", np.zeros((32, 32))),
                        ["0002_label.PNG: mask file that no row of Labels.txt claims"], None),
+    "image-size-odd": (lambda root: write_png(root / "Class1/Test/0002.PNG", np.zeros((48, 48))),
+                       ["Test/0002.PNG: image is 48x48 but 0021.PNG, the problem's first image, is 32x32"], None),
     "mask-undecodable": (lambda root: (root / "Class1/Test/Label/0001_label.PNG").write_bytes(b"\x89PNG broken"),
                          ["0001_label.PNG: cannot decode image"], None),
 }

@@ -1,4 +1,4 @@
-"""The DataModule: shapes, dtypes, per-problem normalization, augmentation that moves masks with images."""
+"""The DataModule: shapes, dtypes, per-problem normalization, augmentation, balanced sampling of train batches."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from defectcam.data.dagm import index_dagm
 from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import SplitSettings, ensure_cache, ensure_split
+from defectcam.errors import ConfigError
 
 
 @pytest.fixture
@@ -64,4 +65,48 @@ def test_cache_is_reused_and_images_resized(problem_data, tmp_path: Path) -> Non
     again = ensure_cache(problem_data.table, tmp_path / "p1", 32, show_progress=False)
     assert meta.stat().st_mtime_ns == stamp and np.array_equal(again.images, problem_data.images)
     small = ensure_cache(problem_data.table, tmp_path / "p1", 16, show_progress=False)
-    assert small.images.shape[1:] == (16, 16) and small.masks.shape[1:] == (16, 16) and small.images.dtype == np.uint8
+    assert small.images.shape[1:] == (16, 16) and small.images.dtype == np.uint8
+    assert small.masks.shape[1:] == (32, 32) and np.array_equal(small.masks, problem_data.masks)  # masks stay native
+
+
+def _defect_share(dm: DefectDataModule, epochs: int) -> float:
+    """Share of defective images among the train batches of `epochs` epochs."""
+    labels = torch.cat([batch["label"] for _ in range(epochs) for batch in dm.train_dataloader()])
+    return float(labels.float().mean())
+
+
+def test_balanced_sampler_draws_both_classes_equally(problem_data) -> None:
+    train_labels = problem_data.table["label"].to_numpy()[DefectDataModule(problem_data, 0.0, 1.0).part_rows("train")]
+    assert 0 < train_labels.mean() <= 0.3  # the fixture is imbalanced: a quarter defective
+    torch.manual_seed(0)
+    plain = DefectDataModule(problem_data, 0.0, 1.0, batch_size=4)
+    balanced = DefectDataModule(problem_data, 0.0, 1.0, batch_size=4, sampler="balanced")
+    assert _defect_share(plain, 30) == pytest.approx(train_labels.mean(), abs=0.05)  # each image once per epoch
+    assert _defect_share(balanced, 30) == pytest.approx(0.5, abs=0.07)
+    assert len(balanced.train_dataloader()) == len(plain.train_dataloader())  # an epoch keeps its length
+
+
+def test_unknown_sampler_is_refused(problem_data) -> None:
+    with pytest.raises(ConfigError, match="data.sampler: 'oversample'"):
+        DefectDataModule(problem_data, 0.0, 1.0, sampler="oversample")
+
+
+def test_jitter_changes_brightness_and_contrast_mildly_never_geometry(problem_data) -> None:
+    dm = DefectDataModule(problem_data, 0.0, 1.0, augment=train_augmentation(["jitter"]))
+    dataset, plain = dm.dataset("train", augment=True), dm.dataset("train")
+    np.random.seed(0)
+    changed = 0
+    for i in range(len(dataset)):
+        original, image = plain[i]["image"][0].double(), dataset[i]["image"][0].double()
+        changed += not torch.equal(image, original)
+        # A pixel-wise affine map of the same image (same place, +-10 % gain), not a moved one.
+        gain = torch.cov(torch.stack([image.flatten(), original.flatten()]))[0, 1] / original.var()
+        assert torch.corrcoef(torch.stack([image.flatten(), original.flatten()]))[0, 1] > 0.99
+        assert 0.85 < float(gain) < 1.15
+        assert abs(float(image.mean() - original.mean())) < 0.15
+    assert changed > 0, "jitter never changed a sample"
+
+
+def test_unknown_augmentation_is_refused() -> None:
+    with pytest.raises(ConfigError, match="data.augment: unknown"):
+        train_augmentation(["crop"])

@@ -14,9 +14,10 @@ from conftest import run_cli
 
 CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
                   "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std"]
-LOCALIZATION = ["problem", "method", "layer", "split", "threshold", "miou"]
+LOCALIZATION = ["problem", "method", "layer", "split", "threshold", "miou", "all_miou", "false_alarm", "image_false_alarm",
+                "gate", "postprocess", "miou_ci_low", "miou_ci_high", "all_miou_ci_low", "all_miou_ci_high"]
 PER_PROBLEM = ["split.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "train_summary.json", "metrics.json",
-               "predictions.csv", "cams/cams.pt", "localization.csv", "curves.csv", "figures/cams_layercam.png",
+               "predictions.csv", "cams/cams.pt", "localization.csv", "curves.csv", "localization_images.csv", "figures/cams_layercam.png",
                "figures/threshold_curves.png"]
 
 
@@ -26,11 +27,13 @@ def test_every_contract_file_exists(pipeline) -> None:
         for name in PER_PROBLEM:
             assert (out / f"problem_{problem}" / name).is_file(), name
         assert list((out / f"problem_{problem}" / "tensorboard").glob("events.out.tfevents.*"))
-    for table in ("classification", "localization"):
+    for table in ("classification", "localization", "localization_summary"):
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{table}.{ext}").is_file()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "SegNet" in html
+    assert html.index("The answer") < html.index("Method x layer") < html.index("Classification")  # leads with the answer
+    assert "chosen on validation by miou" in html
 
 
 def test_classification_table(pipeline) -> None:
@@ -49,24 +52,33 @@ def test_classification_table(pipeline) -> None:
 
 def test_localization_table(pipeline) -> None:
     table = pd.read_csv(pipeline["out"] / "tables" / "localization.csv")
-    assert set(LOCALIZATION + ["pixel_auroc", "pxap", "selection"]) <= set(table.columns)
-    assert (table["split"] == "test").all() and (table["selection"] == "val-best").all()
-    assert not table.duplicated(["problem", "method", "layer"]).any()
+    assert set(LOCALIZATION + ["pixel_auroc", "pxap", "selection", "select_on"]) <= set(table.columns)
+    assert (table["split"] == "test").all() and (table["selection"] == "val-best").all() and (table["select_on"] == "miou").all()
+    assert not table.duplicated(["problem", "method", "layer", "gate", "postprocess"]).any()
     methods = set(table["method"])
     assert {"gradcam", "gradcampp", "layercam", "layercam_fused", "multiplicative", "multiplicative_geometric",
             "full_image", "centred_ellipse", "random"} <= methods
     assert set(table.loc[table["method"] == "layercam", "layer"]) == {"layer1", "layer2", "layer3", "layer4"}
-    assert table["miou"].between(0, 1).all() and table["threshold"].between(0, 1).all()
-    assert len(table) == 2 * (3 * 4 + 3 + 3)
+    assert set(table["gate"]) == {"none", "classifier"} and set(table["postprocess"]) == {"none", "ellipse"}
+    for score in ("miou", "all_miou", "false_alarm", "image_false_alarm", "miou_ci_low", "miou_ci_high"):
+        assert table[score].between(0, 1).all(), score
+    assert (table["miou_ci_low"] <= table["miou"]).all() and (table["miou"] <= table["miou_ci_high"]).all()
+    assert len(table) == 2 * (3 * 4 + 3 + 3) * 2 * 2
+    markdown = (pipeline["out"] / "tables" / "localization.md").read_text()
+    assert "[" in markdown and "chosen on validation by miou" in markdown  # intervals, and the selection score named
+    summary = pd.read_csv(pipeline["out"] / "tables" / "localization_summary.csv")
+    assert set(summary["chosen_by"]) == {"miou", "all_miou"} and set(summary["gate"]) == {"none", "classifier"}
+    assert (summary["layer"] != "-").all()  # entries are CAMs; the best baseline stands beside them
 
 
 def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:
     cache = torch.load(pipeline["out"] / "problem_1" / "cams" / "cams.pt", weights_only=True)
     assert {"val", "test", "meta"} <= set(cache)
     maps = cache["test"]["maps"]["layercam"]
-    assert maps["layer1"].dtype == torch.float16 and maps["layer1"].shape[1:] == (8, 8)  # 32 px input / 4
-    assert maps["layer4"].shape[1:] == (1, 1) and (maps["layer1"] >= 0).all()
-    assert len(cache["test"]["rows"]) == maps["layer1"].shape[0]
+    codes = maps["layer1"]["codes"]  # float16 codes of each map's own range (cams/storage.py)
+    assert codes.dtype == torch.float16 and codes.shape[1:] == (8, 8)  # 32 px input / 4
+    assert maps["layer4"]["codes"].shape[1:] == (1, 1) and (maps["layer1"]["low"] >= 0).all()
+    assert len(cache["test"]["rows"]) == codes.shape[0] == maps["layer1"]["span"].shape[0]
 
 
 def test_second_run_skips_every_stage(pipeline) -> None:
@@ -84,9 +96,9 @@ def test_threshold_multirun_gathers_sweep_csv(pipeline) -> None:
     result = run_cli("localize", "-m", *pipeline["overrides"], "localize.threshold=0.2,0.4")
     assert result.returncode == 0, result.stderr[-2000:]
     sweep = pd.read_csv(pipeline["out"] / "sweep" / "sweep.csv")
-    assert (sweep.groupby(["problem", "method", "layer"]).size() == 2).all()
+    assert (sweep.groupby(["problem", "method", "layer", "gate", "postprocess"]).size() == 2).all()
     assert sorted(sweep["threshold"].unique()) == [0.2, 0.4]
-    assert {"val_miou", "test_miou"} <= set(sweep.columns)
+    assert {"val_miou", "test_miou", "val_all_miou", "test_image_false_alarm"} <= set(sweep.columns)
     assert (pipeline["out"] / "sweep" / "sweep.png").is_file()
     # A sweep never overwrites the protocol's results.
     assert (pipeline["out"] / "problem_1" / "localization.csv").is_file()
@@ -120,7 +132,7 @@ def test_foreign_or_mismatched_checkpoint_is_a_clear_error(pipeline, tmp_path: P
 
 def test_changed_cam_config_recomputes_the_cache(pipeline) -> None:
     cache = pipeline["out"] / "problem_1" / "cams" / "cams.pt"
-    result = run_cli("cams", *pipeline["overrides"], "cam.methods=[gradcam,hirescam]", "data.problems=[1]")
+    result = run_cli("cams", *pipeline["overrides"], "cam.methods=[gradcam,hirescam]", "cam.fusions=null", "data.problems=[1]")
     assert result.returncode == 0, result.stderr[-2000:]
     assert set(torch.load(cache, weights_only=True)["test"]["maps"]) == {"gradcam", "hirescam"}
 

@@ -24,3 +24,7 @@ class ModelError(DefectcamError):
 
 class StageOrderError(DefectcamError):
     """A stage was run before the stage whose output it reads."""
+
+
+class StaleInputError(DefectcamError):
+    """A stage's input was made from other settings or another checkpoint than the ones asked for now."""

@@ -7,12 +7,16 @@ happens in float32 at the mask size.
 from collections.abc import Sequence
 from numbers import Integral
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from defectcam.errors import ConfigError
 
-NORM_EPS = 1e-7
+# Relative to each map's own scale (its largest magnitude), so maps of 1e-8 and of 1e3 normalize alike.
+# A map whose range is below NORM_EPS of its scale is flat up to float32 rounding (a constant map after
+# bilinear resizing varies in its last bits): it normalizes to zero, like an all-zero map.
+NORM_EPS = 1e-6
 
 
 def check_size(size: Sequence[int]) -> tuple[int, int]:
@@ -44,11 +48,17 @@ def resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def minmax(maps: Tensor, eps: float = NORM_EPS) -> Tensor:
-    """(N, H, W) -> (N, H, W) in [0, 1] per image: (m - min) / (max - min + eps); flat maps -> 0."""
+    """(N, H, W) -> (N, H, W) in [0, 1] per image: (m - min) / (max - min); flat maps -> 0.
+
+    A map is flat when max - min <= eps * max(|min|, |max|): the test is relative, so the result does
+    not depend on the magnitude of the map (raw CAMs range from ~1e-8 to ~1e3 across layers and models).
+    """
     flat = maps.flatten(1)
     low = flat.amin(dim=1)[:, None, None]
     high = flat.amax(dim=1)[:, None, None]
-    return (maps - low) / (high - low + eps)
+    span = high - low
+    is_flat = span <= eps * torch.maximum(low.abs(), high.abs())
+    return ((maps - low) / torch.where(is_flat, torch.ones_like(span), span)).masked_fill(is_flat, 0.0)
 
 
 def scoring_maps(raw: Tensor, size: Sequence[int], eps: float = NORM_EPS) -> Tensor:

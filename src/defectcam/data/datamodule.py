@@ -8,7 +8,7 @@ import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from defectcam.data.prepare import ProblemData
 from defectcam.errors import ConfigError
@@ -57,11 +57,16 @@ def train_normalization(data: ProblemData) -> tuple[float, float]:
     return float(mean), float(np.sqrt(max(squares / count - mean * mean, 0.0)))
 
 
-AUGMENTATIONS = ("flips", "rot90")
+AUGMENTATIONS = ("flips", "rot90", "jitter")
+SAMPLERS = ("none", "balanced")
+JITTER_LIMIT = 0.1  # brightness and contrast change of at most +-10 %: lighting varies, a faint defect must survive
 
 
 def train_augmentation(names: Sequence[str] = ("flips",)) -> A.Compose | None:
-    """Flips and/or 90-degree rotations of the image; None when no name is given."""
+    """Flips, 90-degree rotations and/or mild brightness/contrast jitter of the image; None when no name is given.
+
+    No crop or shift: either could cut a small defect out of a defective image and leave a wrong label.
+    """
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
         raise ConfigError(f"data.augment: unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")
@@ -71,7 +76,16 @@ def train_augmentation(names: Sequence[str] = ("flips",)) -> A.Compose | None:
     if "rot90" in names:
         # Only for textures without a preferred direction: a turned grain is another texture.
         transforms.append(A.RandomRotate90(p=0.5))
+    if "jitter" in names:
+        transforms.append(A.RandomBrightnessContrast(brightness_limit=JITTER_LIMIT, contrast_limit=JITTER_LIMIT, p=0.5))
     return A.Compose(transforms) if transforms else None
+
+
+def balanced_sampler(labels: np.ndarray) -> WeightedRandomSampler:
+    """Draws len(labels) indices with replacement, each class with equal probability (weight 1 / class count)."""
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    weights = 1.0 / counts[labels]  # a class absent from labels has no weight to give
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels), replacement=True)
 
 
 class DefectDataModule(pl.LightningDataModule):
@@ -87,11 +101,24 @@ class DefectDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         augment: A.Compose | None = None,
         pin_memory: bool = False,
+        sampler: str = "none",
     ) -> None:
         super().__init__()
         self.data, self.mean, self.std = data, mean, std
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.augment, self.pin_memory = num_workers, augment, pin_memory
+        self.sampler = sampler
+
+    @property
+    def sampler(self) -> str:
+        """How train batches are drawn: none (shuffled, each image once per epoch) or balanced (see balanced_sampler)."""
+        return self._sampler
+
+    @sampler.setter
+    def sampler(self, name: str) -> None:
+        if name not in SAMPLERS:
+            raise ConfigError(f"data.sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
+        self._sampler = name
 
     def part_rows(self, part: str) -> np.ndarray:
         """Table rows of a part (train, val, test)."""
@@ -102,7 +129,11 @@ class DefectDataModule(pl.LightningDataModule):
         return DefectDataset(self.data, self.part_rows(part), self.mean, self.std, self.augment if augment else None)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", augment=True), self.batch_size, shuffle=True, drop_last=True)
+        dataset = self.dataset("train", augment=True)
+        if self.sampler == "balanced":
+            # Defects are rare on real data (1 image in 8): every batch then holds both classes about equally.
+            return self._loader(dataset, self.batch_size, sampler=balanced_sampler(dataset.labels[dataset.rows]), drop_last=True)
+        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), self.eval_batch_size)
@@ -114,13 +145,15 @@ class DefectDataModule(pl.LightningDataModule):
         """An unshuffled, unaugmented loader over any part."""
         return self._loader(self.dataset(part), batch_size or self.eval_batch_size)
 
-    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                sampler: Sampler[int] | None = None) -> DataLoader:
         # drop_last only when there is more than one batch: a tiny train part must still yield a step.
         drop_last = drop_last and len(dataset) > batch_size
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

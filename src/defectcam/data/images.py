@@ -1,4 +1,4 @@
-"""Decode DAGM PNGs to uint8 arrays with clear errors, and resize them (area for images, nearest for masks)."""
+"""Decode DAGM PNGs to uint8 arrays with clear errors; resize images (area). Masks are never resized."""
 
 from __future__ import annotations
 
@@ -26,14 +26,21 @@ def read_gray(path: str | Path) -> np.ndarray:
 
 
 def read_mask(path: str | Path, expected_shape: tuple[int, int], image_path: str | Path) -> np.ndarray:
-    """Decode a mask to a (H, W) bool array (any value > 0 is defect); its size must equal its image's."""
+    """Decode a defective image's mask to a (H, W) bool array (any value > 0 is defect).
+
+    Its size must equal its image's (expected_shape, (H, W)) and it must mark at least one pixel.
+    """
     mask = read_gray(path)
     if mask.shape != expected_shape:
         raise DatasetError(
             f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {Path(image_path).name} "
             f"is {expected_shape[1]}x{expected_shape[0]}"
         )
-    return mask > 0
+    defect = mask > 0
+    if not defect.any():
+        # Labels.txt flags the image defective: an empty mask would score it as a defect with no pixels.
+        raise DatasetError(f"{path}: mask of defective image {Path(image_path).name} has no defect pixel (all 0)")
+    return defect
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -41,10 +48,3 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape == (size, size):
         return image
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Square-resize a bool mask with nearest-neighbour interpolation (no-op at the same size)."""
-    if mask.shape == (size, size):
-        return mask
-    return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0

@@ -3,7 +3,9 @@
 Each problem pairs a texture family with a defect model (see `PROBLEMS`). Every image is drawn from
 its own seeded generator, so output is byte-identical for a spec and a problem does not depend on
 which other problems are generated. The tree is built beside `root` and renamed into place, with
-`synthetic_spec.json` written last; an equal spec already at `root` is reused.
+`synthetic_spec.json` written last; an equal spec already at `root` is reused, and a tree with the
+same settings is extended in place by missing problems. A file lock beside `root` makes concurrent
+jobs (a Hydra multirun) take turns.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import shutil
 import tempfile
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
 from defectcam.data.synthetic_defects import DEFECTS, Ellipse, apply_defect, deviate
 from defectcam.data.synthetic_textures import TEXTURES, Texture
 from defectcam.errors import ConfigError, DatasetError
+from defectcam.io import write_text
 
 SPEC_FILE = "synthetic_spec.json"
 GENERATOR_VERSION = 1  # bump when the rendering changes, so stale trees are regenerated
@@ -302,14 +306,17 @@ def _run_jobs(jobs: list[_Job], workers: int, bar: tqdm) -> None:
             raise
 
 
-def _write_tree(folder: Path, spec: SyntheticSpec, workers: int) -> None:
-    """Write every problem and split into `folder`, then the spec file last."""
+def _write_problems(folder: Path, spec: SyntheticSpec, workers: int) -> None:
+    """Write every problem and split of `spec` into `folder` (no spec file)."""
     jobs = _prepare_splits(folder, spec)
     total = len(spec.problems) * (spec.n_train + spec.n_test)
     with tqdm(total=total, desc="synthetic DAGM", unit="img", disable=None, leave=False) as bar:
         _run_jobs(jobs, workers, bar)
-    record = json.dumps(spec_record(spec), indent=2) + "\n"
-    (folder / SPEC_FILE).write_text(record, encoding="utf-8")
+
+
+def _write_spec(root: Path, spec: SyntheticSpec) -> None:
+    """Write the spec file atomically: readers see the old or the new one, never a partial one."""
+    write_text(root / SPEC_FILE, json.dumps(spec_record(spec), indent=2) + "\n")
 
 
 def _check_replaceable(root: Path) -> None:
@@ -322,22 +329,61 @@ def _check_replaceable(root: Path) -> None:
             )
 
 
-def _move_into_place(built: Path, root: Path, spec: SyntheticSpec) -> None:
-    """Swap `built` in for `root`; the old tree is renamed away first and deleted afterwards."""
+def _lock(root: Path) -> FileLock:
+    """The lock that makes every check-then-generate-then-move on `root` one critical section.
+
+    It lies beside `root`, not in it: the tree itself is renamed away when it is replaced.
+    """
+    root.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(root.parent / f".{root.name}.lock")
+
+
+def _build_beside(root: Path, spec: SyntheticSpec, workers: int | None) -> Path:
+    """Render `spec`'s problems into a new temp folder beside `root` (same file system, so renames are atomic)."""
+    built = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    built.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared
+    try:
+        _write_problems(built, spec, _default_workers(spec) if workers is None else workers)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    return built
+
+
+def _replace_tree(root: Path, spec: SyntheticSpec, workers: int | None) -> None:
+    """Generate `spec` beside `root` and swap it in; the old tree is renamed away first, then deleted."""
+    built = _build_beside(root, spec, workers)
     old = root.with_name(f".{root.name}.old-{uuid.uuid4().hex[:8]}")
     try:
-        os.rename(root, old)
-    except FileNotFoundError:
-        pass
-    try:
-        os.rename(built, root)
-    except OSError:
-        # a concurrent generator may have won the race; its tree is as good as ours
-        if read_spec(root) != spec:
-            if old.exists() and not root.exists():
+        _write_spec(built, spec)
+        if root.exists():
+            os.rename(root, old)
+        try:
+            os.rename(built, root)
+        except OSError:
+            if old.exists():
                 os.rename(old, root)  # put the previous tree back rather than lose it
             raise
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _extend_tree(root: Path, on_disk: SyntheticSpec, missing: list[int], workers: int | None) -> None:
+    """Add the `missing` problems to the tree at `root` in place, leaving its other problems' files untouched.
+
+    Jobs reading those problems meanwhile are not disturbed; the spec file, written last, lists the union.
+    """
+    built = _build_beside(root, replace(on_disk, problems=tuple(missing)), workers)
+    try:
+        for problem in missing:
+            target = root / f"Class{problem}"
+            if target.exists():  # left by an extension that died before its spec file: no spec lists it
+                shutil.rmtree(target)
+            os.rename(built / target.name, target)
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
+    _write_spec(root, replace(on_disk, problems=tuple(sorted({*on_disk.problems, *missing}))))
 
 
 def generate_synthetic_dagm(
@@ -346,19 +392,33 @@ def generate_synthetic_dagm(
     """Generate (or reuse, when `root` holds an equal spec) a synthetic DAGM tree at `root`.
 
     `workers` processes render in parallel (None: chosen from the tree size and usable cores);
-    the output does not depend on it.
+    the output does not depend on it. Concurrent calls on one root take turns (a file lock).
     """
     validate_spec(spec)
     root = Path(root)
-    if read_spec(root) == spec:
-        return root
-    _check_replaceable(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    built.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared
-    try:
-        _write_tree(built, spec, _default_workers(spec) if workers is None else workers)
-        _move_into_place(built, root, spec)
-    finally:
-        shutil.rmtree(built, ignore_errors=True)
+    with _lock(root):
+        if read_spec(root) != spec:
+            _check_replaceable(root)
+            _replace_tree(root, spec, workers)
+    return root
+
+
+def ensure_synthetic_dagm(
+    root: str | Path, spec: SyntheticSpec, *, workers: int | None = None
+) -> Path:
+    """A synthetic tree at `root` that holds at least `spec`'s problems, generated with `spec`'s settings.
+
+    A tree with equal settings is reused when it holds every problem, else extended in place with the
+    missing ones (problems are generated independently, so the result equals a fresh tree of the union);
+    a tree with other settings is replaced. Concurrent calls on one root take turns (a file lock).
+    """
+    validate_spec(spec)
+    root = Path(root)
+    with _lock(root):
+        on_disk = read_spec(root)
+        if on_disk is None or replace(on_disk, problems=spec.problems) != spec:
+            _check_replaceable(root)
+            _replace_tree(root, spec, workers)
+        elif missing := sorted(set(spec.problems) - set(on_disk.problems)):
+            _extend_tree(root, on_disk, missing, workers)
     return root

@@ -1,4 +1,10 @@
-"""Image-level classification metrics with the defect class as positive; pure torch, checked against sklearn."""
+"""Image-level classification metrics with the defect class as positive; pure torch, checked against sklearn.
+
+Ranking metrics (AUC-ROC, AP) take the logit margin ``logit[1] - logit[0]``, not the softmax probability:
+p_defect = sigmoid(margin) is exactly 1.0 in float32 once the margin passes ~17 (and 0.0 below ~-104),
+so confident errors would tie with confident hits. The margin ranks like p_defect wherever p_defect does
+not saturate, and keeps ranking where it does. Hard decisions are the classifier's argmax (margin > 0).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,17 @@ import torch
 from defectcam.localization.pixel_scores import ranking_scores
 
 
-def predict(p_defect: torch.Tensor) -> torch.Tensor:
-    """Hard labels (N,) from defect probabilities (N,): the argmax of a 2-way softmax (ties go to defect-free)."""
-    return (p_defect > 0.5).long()
+def logit_margin(logits: torch.Tensor) -> torch.Tensor:
+    """The defect score (N,) of (N, 2) logits: logit[1] - logit[0], in float32 or wider (never saturates)."""
+    if logits.ndim != 2 or logits.shape[1] != 2:
+        raise ValueError(f"logit_margin needs (N, 2) logits, got shape {tuple(logits.shape)}")
+    logits = logits if logits.dtype == torch.float64 else logits.float()  # bf16 logits would round the margin
+    return logits[:, 1] - logits[:, 0]
+
+
+def predict(margin: torch.Tensor) -> torch.Tensor:
+    """Hard labels (N,) from logit margins (N,): the argmax of the 2 logits (ties go to defect-free, like argmax)."""
+    return (margin > 0).long()
 
 
 def confusion(labels: torch.Tensor, predictions: torch.Tensor) -> dict[str, int]:
@@ -31,15 +45,16 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return ranking_scores(scores, labels).average_precision
 
 
-def classification_metrics(p_defect: torch.Tensor, labels: torch.Tensor) -> dict[str, float | int]:
-    """Accuracy, balanced accuracy, AUC-ROC and AP from scores, confusion counts, precision/recall/F1 (defect positive)."""
-    labels = labels.long().flatten()
-    counts = confusion(labels, predict(p_defect.flatten()))
+def classification_metrics(margin: torch.Tensor, labels: torch.Tensor) -> dict[str, float | int]:
+    """(N,) logit margins and (N,) 0/1 labels -> accuracy, balanced accuracy, confusion counts and
+    precision/recall/F1 (defect positive) of the decision margin > 0, AUC-ROC and AP of the margins."""
+    labels, margin = labels.long().flatten(), margin.flatten()
+    counts = confusion(labels, predict(margin))
     tn, fp, fn, tp = counts["tn"], counts["fp"], counts["fn"], counts["tp"]
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
-    ranking = ranking_scores(p_defect, labels)
+    ranking = ranking_scores(margin, labels)
     present = [r for r, n in ((recall, tp + fn), (specificity, tn + fp)) if n > 0]
     return {
         "n": int(labels.numel()),

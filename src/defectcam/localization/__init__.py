@@ -1,4 +1,4 @@
-"""Localization scores of scoring maps: threshold sweeps, IoU, pixel AUROC/PxAP, baselines, protocol.
+"""Localization scores of scoring maps: threshold sweeps, IoU, pixel AUROC/PxAP, baselines, the protocol.
 
 Pure torch; no Hydra, no Lightning. A prediction at threshold t is ``map >= t`` (float32
 comparison; float64 maps compare in float64).
@@ -25,13 +25,22 @@ from defectcam.localization.pixel_scores import (
     pixel_average_precision,
     pixel_scores,
 )
-from defectcam.localization.selection import (
+from defectcam.localization.protocol import (
     CURVE_KEYS,
     ROW_KEYS,
-    LocalizationResult,
+    EntryResult,
+    Part,
+    Protocol,
+    candidate_thresholds,
+    evaluate_entry,
+)
+from defectcam.localization.selection import (
+    GATES,
+    POSTPROCESSES,
+    SELECT_ON,
     SplitCurves,
+    curves_from_counts,
     default_thresholds,
-    evaluate_localization,
     miou,
     select_threshold,
     split_curves,
@@ -40,16 +49,23 @@ from defectcam.localization.selection import (
 __all__ = [
     "BASELINES",
     "CURVE_KEYS",
+    "GATES",
+    "POSTPROCESSES",
     "ROW_KEYS",
-    "LocalizationResult",
+    "SELECT_ON",
+    "EntryResult",
+    "Part",
     "PixelScores",
+    "Protocol",
     "SplitCurves",
     "as_bool_masks",
+    "candidate_thresholds",
     "centred_ellipse_maps",
     "confusion_curve",
+    "curves_from_counts",
     "dataset_iou",
     "default_thresholds",
-    "evaluate_localization",
+    "evaluate_entry",
     "false_alarm_area",
     "full_image_maps",
     "iou_curve",

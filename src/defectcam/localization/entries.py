@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -78,4 +79,5 @@ def scored_entries(
 
 def masks_tensor(masks: Sequence[object]) -> Tensor:
     """(N, H, W) bool tensor from per-image bool arrays."""
-    return torch.stack([torch.as_tensor(m, dtype=torch.bool) for m in masks])
+    # np.array copies: cached masks are read-only memory maps, which torch would only warn about.
+    return torch.stack([torch.from_numpy(np.array(m, dtype=bool)) for m in masks])

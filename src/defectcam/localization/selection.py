@@ -1,24 +1,27 @@
-"""The protocol: choose the threshold (and nothing else) on validation mIoU, report it on test.
+"""Scores of one split at many thresholds, from confusion counts; the grid and the mIoU definitions.
 
-``evaluate_localization`` chooses the threshold from the validation split alone, and only then
-reads the test split; fixed thresholds (0.5, and 0.15 as in the LayerCAM localization code) are
-reported beside it. Maps are scoring maps (N, H, W) in [0, 1]; masks are boolean (N, H, W).
+Maps are scoring maps (N, H, W) in [0, 1] at the masks' own resolution; masks are boolean
+(N, H, W); whether an image is defective comes from its label, (N,) bool. Every score is a
+fraction in [0, 1]:
 
-Definitions (every score a fraction in [0, 1]):
-- ``miou``: mean per-image defect IoU over the defective images of the split.
+- ``miou``: mean per-image defect IoU over the defective images of the split (an empty
+  prediction scores 0). The number comparable to the reference study.
+- ``all_miou``: mean per-image IoU over *all* images: a defect-free image scores 1 when nothing is
+  predicted on it and 0 otherwise. Dominated by defect-free images (7 in 8 on DAGM): it exposes
+  maps that flag texture everywhere, but never rank methods by it alone.
 - ``dataset_iou``: sum of intersections / sum of unions over the defective images.
 - ``two_class_miou``: mean of background and defect IoU, pixels pooled over all images of the
   split (what weakly supervised segmentation papers on DAGM report).
-- ``false_alarm``: mean fraction of pixels predicted positive on the defect-free images of the
-  split; NaN if the split has none.
-- ``pixel_auroc``, ``pxap``: threshold-free, pixels of the defective test images pooled; NaN on
-  validation rows (not computed there) and when ``pixel_metrics=False``.
+- ``false_alarm``: mean fraction of pixels predicted on the defect-free images (NaN if none).
+- ``image_false_alarm``: share of defect-free images with any predicted pixel (NaN if none).
+
+A *gate* (``keep``, (N,) bool) empties the prediction of the images it rejects, e.g. those the
+classifier calls defect-free: a rejected defective image then scores 0, a rejected defect-free
+image 1.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,22 +36,13 @@ from defectcam.localization.iou import (
     iou_from_counts,
     two_class_miou,
 )
-from defectcam.localization.pixel_scores import pixel_scores
 
-ROW_KEYS = (
-    "split",
-    "selection",
-    "threshold",
-    "miou",
-    "dataset_iou",
-    "two_class_miou",
-    "false_alarm",
-    "pixel_auroc",
-    "pxap",
-    "n_defective",
-    "n_defect_free",
-)
-CURVE_KEYS = ("split", "threshold", "miou", "dataset_iou", "two_class_miou", "false_alarm")
+# Names a user types in localize.gates / localize.postprocess / localize.select_on.
+GATES = ("none", "classifier")
+POSTPROCESSES = ("none", "ellipse")
+SELECT_ON = ("miou", "all_miou")
+
+CURVE_SCORES = ("miou", "all_miou", "dataset_iou", "two_class_miou", "false_alarm", "image_false_alarm")
 
 
 def default_thresholds(n: int = 101) -> Tensor:
@@ -92,120 +86,70 @@ def select_threshold(val_iou: Tensor, val_defective: Tensor, thresholds: Tensor)
 
 @dataclass(frozen=True)
 class SplitCurves:
-    """Every threshold-dependent score of one split, each float64 (T,), plus per-image IoU (T, N)."""
+    """Every threshold-dependent score of one split, each float64 (T,), plus per-image scores (T, N)."""
 
     thresholds: Tensor
-    iou: Tensor
+    iou: Tensor  # defect IoU per image (0 for defect-free images)
+    all_iou: Tensor  # IoU per image, defect-free images included (1 when nothing is predicted on them)
     defective: Tensor
     miou: Tensor
+    all_miou: Tensor
     dataset_iou: Tensor
     two_class_miou: Tensor
     false_alarm: Tensor
+    image_false_alarm: Tensor
 
 
-def split_curves(maps: Tensor, masks: Tensor, thresholds: Tensor, split: str = "split") -> SplitCurves:
-    """maps (N,H,W), masks (N,H,W), thresholds (T,) -> SplitCurves; ValueError if no defective image."""
-    _check_maps(maps)
-    masks = as_bool_masks(masks, maps)
-    defective = masks.flatten(1).any(1)
+def gated_counts(tp: Tensor, fp: Tensor, fn: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """(T, N) counts with the prediction of every image outside `keep` (N,) emptied."""
+    if keep is None:
+        return tp, fp, fn
+    keep = torch.as_tensor(keep, dtype=torch.bool, device=tp.device)
+    if keep.shape != tp.shape[1:]:
+        raise ValueError(f"keep must be a bool tensor of shape ({tp.shape[1]},), got {tuple(keep.shape)}")
+    zero = torch.zeros_like(tp)
+    return torch.where(keep, tp, zero), torch.where(keep, fp, zero), torch.where(keep, fn, tp + fn)
+
+
+def curves_from_counts(
+    tp: Tensor, fp: Tensor, fn: Tensor, defective: Tensor, thresholds: Tensor, n_pixels: int,
+    keep: Tensor | None = None, split: str = "split",
+) -> SplitCurves:
+    """(T, N) confusion counts, (N,) bool labels, (T,) thresholds -> SplitCurves (optionally gated)."""
+    defective = torch.as_tensor(defective, dtype=torch.bool, device=tp.device)
     if not bool(defective.any()):
-        raise ValueError(f"the {split} split has no defective image (every mask is empty)")
-    tp, fp, fn = confusion_curve(maps, masks, thresholds)
-    n_pixels = maps.shape[1] * maps.shape[2]
+        raise ValueError(f"the {split} split has no defective image")
+    tp, fp, fn = gated_counts(tp, fp, fn, keep)
     iou = iou_from_counts(tp, fp, fn)
+    all_iou = torch.where(defective, iou, (fp == 0).to(torch.float64))
+    free = ~defective
+    image_false_alarm = (fp[:, free] > 0).to(torch.float64).mean(1) if bool(free.any()) else torch.full_like(iou[:, 0], float("nan"))
     return SplitCurves(
         thresholds=torch.as_tensor(thresholds, dtype=torch.float64).cpu(),
         iou=iou,
+        all_iou=all_iou,
         defective=defective,
         miou=miou(iou, defective),
+        all_miou=all_iou.mean(1),
         dataset_iou=dataset_iou(tp, fp, fn, defective),
         two_class_miou=two_class_miou(tp, fp, fn, n_pixels),
-        false_alarm=false_alarm_area(fp, n_pixels, ~defective),
+        false_alarm=false_alarm_area(fp, n_pixels, free),
+        image_false_alarm=image_false_alarm,
     )
 
 
-@dataclass(frozen=True)
-class LocalizationResult:
-    """Rows (one per split x selection, keys ROW_KEYS) and curves (one per split x grid threshold)."""
+def split_curves(
+    maps: Tensor, masks: Tensor, thresholds: Tensor, split: str = "split",
+    defective: Tensor | None = None, keep: Tensor | None = None,
+) -> SplitCurves:
+    """maps (N,H,W), masks (N,H,W), thresholds (T,) -> SplitCurves of ``maps >= t``.
 
-    threshold: float
-    val_miou: float
-    rows: list[dict[str, str | float | int]]
-    curves: list[dict[str, str | float]]
-
-
-def _select_on_validation(
-    val_maps: Tensor, val_masks: Tensor, thresholds: Tensor, n_grid: int
-) -> tuple[SplitCurves, float, float]:
-    """Validation only: curves at every threshold and the val-best grid threshold and its mIoU."""
-    val = split_curves(val_maps, val_masks, thresholds, "validation")
-    threshold, best = select_threshold(val.iou[:n_grid], val.defective, thresholds[:n_grid])
-    return val, threshold, best
-
-
-def _row(curves: SplitCurves, i: int, split: str, selection: str, threshold: float) -> dict:
-    """One result row at threshold index i of a split (pixel scores NaN; filled in for test)."""
-    n_defective = int(curves.defective.sum())
-    return {
-        "split": split,
-        "selection": selection,
-        "threshold": threshold,
-        "miou": float(curves.miou[i]),
-        "dataset_iou": float(curves.dataset_iou[i]),
-        "two_class_miou": float(curves.two_class_miou[i]),
-        "false_alarm": float(curves.false_alarm[i]),
-        "pixel_auroc": math.nan,
-        "pxap": math.nan,
-        "n_defective": n_defective,
-        "n_defect_free": int(curves.defective.numel()) - n_defective,
-    }
-
-
-def _curve_rows(curves: SplitCurves, split: str, n_grid: int) -> list[dict[str, str | float]]:
-    """One curve row per grid threshold of a split."""
-    cols = {k: getattr(curves, k)[:n_grid].tolist() for k in CURVE_KEYS[2:]}
-    thresholds = curves.thresholds[:n_grid].tolist()
-    return [{"split": split, "threshold": t, **{k: v[i] for k, v in cols.items()}} for i, t in enumerate(thresholds)]
-
-
-def evaluate_localization(
-    val_maps: Tensor,
-    val_masks: Tensor,
-    test_maps: Tensor,
-    test_masks: Tensor,
-    thresholds: Tensor | Sequence[float] | None = None,
-    fixed_thresholds: Sequence[float] = (0.5, 0.15),
-    pixel_metrics: bool = True,
-) -> LocalizationResult:
-    """val/test maps (N,H,W) in [0,1] and masks (N,H,W) -> rows and curves of one method/layer.
-
-    The threshold maximizing validation mIoU over ``thresholds`` (default: default_thresholds())
-    is chosen before the test split is read. Rows, for the val-best threshold and then each
-    fixed threshold: the test row, then the validation row (``selection`` "val-best" or
-    "fixed"). Curves: every score at every grid threshold, validation then test.
+    ``defective`` (N,) bool: the labels (default: images with a non-empty mask); ``keep``: a gate.
+    ValueError if no image is defective.
     """
-    grid = default_thresholds() if thresholds is None else torch.as_tensor(thresholds, dtype=torch.float64)
-    fixed = torch.as_tensor(list(fixed_thresholds), dtype=torch.float64)
-    if grid.ndim != 1 or grid.numel() == 0 or fixed.ndim != 1:
-        raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {tuple(grid.shape)}")
-    n_grid = grid.numel()
-    all_thresholds = torch.cat([grid.cpu(), fixed])
-
-    val, threshold, val_best = _select_on_validation(val_maps, val_masks, all_thresholds, n_grid)
-    # The threshold is fixed from here on; the test split is read only below.
-    test = split_curves(test_maps, test_masks, all_thresholds, "test")
-    scores = (math.nan, math.nan)
-    if pixel_metrics:
-        defective = test.defective.to(test_maps.device)
-        scores = pixel_scores(test_maps[defective], as_bool_masks(test_masks, test_maps)[defective])
-
-    best_index = int(torch.nonzero(grid.cpu() == threshold)[0])
-    choices = [("val-best", best_index, threshold)]
-    choices += [("fixed", n_grid + j, float(t)) for j, t in enumerate(fixed.tolist())]
-    rows = []
-    for selection, i, t in choices:
-        test_row = _row(test, i, "test", selection, t)
-        test_row["pixel_auroc"], test_row["pxap"] = float(scores[0]), float(scores[1])
-        rows += [test_row, _row(val, i, "val", selection, t)]
-    curves = _curve_rows(val, "val", n_grid) + _curve_rows(test, "test", n_grid)
-    return LocalizationResult(threshold=threshold, val_miou=val_best, rows=rows, curves=curves)
+    _check_maps(maps)
+    masks = as_bool_masks(masks, maps)
+    if defective is None:
+        defective = masks.flatten(1).any(1)
+    tp, fp, fn = confusion_curve(maps, masks, thresholds)
+    return curves_from_counts(tp, fp, fn, defective, thresholds, maps.shape[1] * maps.shape[2], keep, split)

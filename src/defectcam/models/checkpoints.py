@@ -1,4 +1,5 @@
-"""Atomic best/last checkpoints (best by val/acc, ties broken by lower val/loss) and resumable time to train."""
+"""Atomic best/last checkpoints (best by a monitored val metric, ties broken by lower val/loss), the run's
+settings stored in last.ckpt at every save, and resumable time to train."""
 
 from __future__ import annotations
 
@@ -10,18 +11,57 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from defectcam.errors import ConfigError
+
+# The validation metrics a best checkpoint (or early stopping) can follow, and which way is better.
+MONITOR_MODES = {"val/acc": "max", "val/auc": "max", "val/loss": "min"}
+SETTINGS_KEY = "defectcam_settings"  # top-level key of the settings dict in last.ckpt
+
+
+def monitor_mode(monitor: str, setting: str) -> str:
+    """'max' or 'min' for a monitored metric; a ConfigError naming `setting` for an unknown one."""
+    if monitor not in MONITOR_MODES:
+        raise ConfigError(f"{setting}: {monitor!r} is not one of {', '.join(MONITOR_MODES)}")
+    return MONITOR_MODES[monitor]
+
+
+def ranking_key(value: float, loss: float, mode: str) -> tuple[float, float]:
+    """A tuple that grows as a checkpoint gets better: the monitored value (NaN = worst), then lower val loss."""
+    if math.isnan(value):
+        # val/auc is NaN when validation lacks a class: never better than a number, ties go to the loss.
+        return -math.inf, -loss
+    return (value if mode == "max" else -value), -loss
+
 
 class BestAndLastCheckpoint(pl.Callback):
-    """After each validation, write last.ckpt, and best.ckpt when (val/acc, -val/loss) improved; both atomically."""
+    """After each validation, write last.ckpt, and best.ckpt when (monitor, -val/loss) improved; both atomically.
 
-    def __init__(self, dirpath: str | Path) -> None:
-        self.dirpath = Path(dirpath)
-        self.best_acc, self.best_loss, self.best_epoch = -math.inf, math.inf, -1
+    `settings` (plain, JSON-like) is stored under SETTINGS_KEY in last.ckpt (Lightning calls callbacks'
+    on_save_checkpoint for full checkpoints only), so a resumed run can check that it continues the
+    training it was started with.
+    """
+
+    def __init__(self, dirpath: str | Path, monitor: str = "val/acc", settings: dict[str, Any] | None = None) -> None:
+        self.dirpath, self.monitor, self.settings = Path(dirpath), monitor, settings
+        self.mode = monitor_mode(monitor, "train.monitor")
+        self.best_key: tuple[float, float] = (-math.inf, -math.inf)
+        self.best_epoch = -1
+        self.best_metrics: dict[str, float] = {"val/acc": -math.inf, "val/loss": math.inf, "val/auc": math.nan}
         self.elapsed_before_s, self._session_start = 0.0, time.perf_counter()
 
     @property
     def state_key(self) -> str:
         return "BestAndLastCheckpoint"
+
+    @property
+    def best_acc(self) -> float:
+        """Validation accuracy of the best checkpoint."""
+        return self.best_metrics["val/acc"]
+
+    @property
+    def best_loss(self) -> float:
+        """Validation loss of the best checkpoint."""
+        return self.best_metrics["val/loss"]
 
     def elapsed_s(self) -> float:
         """Time spent training, over every session of a resumed run."""
@@ -33,23 +73,30 @@ class BestAndLastCheckpoint(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
-        acc, loss = float(metrics["val/acc"]), float(metrics["val/loss"])
-        if (acc, -loss) > (self.best_acc, -self.best_loss):
-            self.best_acc, self.best_loss, self.best_epoch = acc, loss, trainer.current_epoch
+        metrics = {name: float(trainer.callback_metrics[name]) for name in MONITOR_MODES}
+        key = ranking_key(metrics[self.monitor], metrics["val/loss"], self.mode)
+        if key > self.best_key:
+            self.best_key, self.best_metrics, self.best_epoch = key, metrics, trainer.current_epoch
             self._save(trainer, "best.ckpt")
         self._save(trainer, "last.ckpt")
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self.settings is not None:
+            checkpoint[SETTINGS_KEY] = self.settings
+
     def state_dict(self) -> dict[str, Any]:
         return {
-            "best_acc": self.best_acc,
-            "best_loss": self.best_loss,
+            "monitor": self.monitor,
+            "best_key": list(self.best_key),
+            "best_metrics": dict(self.best_metrics),
             "best_epoch": self.best_epoch,
             "elapsed_s": self.elapsed_s(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_acc, self.best_loss = state_dict["best_acc"], state_dict["best_loss"]
+        # The monitor is part of the run's settings: train.py refuses a resume with another one before this.
+        self.best_key = tuple(state_dict["best_key"])
+        self.best_metrics = dict(state_dict["best_metrics"])
         self.best_epoch, self.elapsed_before_s = state_dict["best_epoch"], state_dict["elapsed_s"]
         self._session_start = time.perf_counter()
 

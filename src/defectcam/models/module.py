@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,8 +11,35 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import LambdaLR
 
-from defectcam.evaluation.classification import binary_auroc, predict
+from defectcam.evaluation.classification import binary_auroc, logit_margin, predict
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.1,
+                  final_fraction: float = 0.01) -> LambdaLR:
+    """A per-step schedule: linear warm-up from ~0 to the optimizer's lr over `warmup_fraction` of
+    `total_steps`, then a cosine down to `final_fraction` of it at `total_steps` (held there after)."""
+    warmup = max(1, round(warmup_fraction * total_steps))
+    decay = max(1, total_steps - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / decay)
+        return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def epoch_metrics(loss: torch.Tensor, margin: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Per-image losses, logit margins and labels (N,) -> val loss, accuracy of the argmax decision and
+    AUC-ROC of the margins (NaN when one class is absent); margins, unlike softmax, never tie at 1.0."""
+    return {
+        "loss": float(loss.mean()),
+        "acc": float((predict(margin) == labels).float().mean()),
+        "auc": binary_auroc(margin, labels) if labels.min() != labels.max() else math.nan,
+    }
 
 
 class DefectClassifier(pl.LightningModule):
@@ -50,18 +78,17 @@ class DefectClassifier(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch["image"]).float()
         loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights, reduction="none")
-        self._val_outputs.append((loss.detach(), logits.softmax(1)[:, 1].detach(), batch["label"]))
+        self._val_outputs.append((loss.detach(), logit_margin(logits.detach()), batch["label"]))
 
     def on_validation_epoch_end(self) -> None:
-        loss, p_defect, labels = (torch.cat(parts) for parts in zip(*self._val_outputs))
+        loss, margin, labels = (torch.cat(parts) for parts in zip(*self._val_outputs))
         self._val_outputs.clear()
-        loss, p_defect, labels = (self.all_gather(t).reshape(-1) for t in (loss, p_defect, labels))
-        acc = (predict(p_defect) == labels).float().mean()
-        auc = binary_auroc(p_defect, labels) if labels.min() != labels.max() else float("nan")
+        loss, margin, labels = (self.all_gather(t).reshape(-1) for t in (loss, margin, labels))
+        metrics = epoch_metrics(loss, margin, labels)
         if not self.trainer.sanity_checking:
-            self.val_acc_best = max(self.val_acc_best, float(acc))
+            self.val_acc_best = max(self.val_acc_best, metrics["acc"])
         self.log_dict(
-            {"val/loss": loss.mean(), "val/acc": acc, "val/auc": torch.tensor(auc), "val/acc_best": torch.tensor(self.val_acc_best)},
+            {**{f"val/{name}": torch.tensor(value) for name, value in metrics.items()}, "val/acc_best": torch.tensor(self.val_acc_best)},
             prog_bar=True,
             sync_dist=True,  # values are already gathered, hence equal on every rank; this only silences Lightning
         )
@@ -70,7 +97,7 @@ class DefectClassifier(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        # Schedulers that need the run's length (OneCycleLR) get it; others are built as configured.
+        # Schedulers that need the run's length (OneCycleLR, warmup_cosine) get it; others are built as configured.
         extra = {}
         if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
             extra["total_steps"] = int(self.trainer.estimated_stepping_batches)

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
 from defectcam.errors import StageOrderError
 from defectcam.io import read_json
+from defectcam.localization.bootstrap import bootstrap_interval
 
 CLASSIFICATION_COLUMNS = [
     "problem", "n", "accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1",
     "tn", "fp", "fn", "tp", "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std", "throughput_img_s",
 ]
 SCORE_COLUMNS = ["accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1", "best_val_accuracy"]
+ENTRY = ["method", "layer", "gate", "postprocess"]
 LOCALIZATION_COLUMNS = [
-    "problem", "method", "layer", "split", "selection", "threshold", "miou", "dataset_iou", "two_class_miou",
-    "pixel_auroc", "pxap", "false_alarm", "n_defective",
+    "problem", *ENTRY, "split", "selection", "select_on", "threshold", "miou", "miou_ci_low", "miou_ci_high",
+    "all_miou", "all_miou_ci_low", "all_miou_ci_high", "dataset_iou", "two_class_miou", "false_alarm",
+    "image_false_alarm", "pixel_auroc", "pxap", "n_defective", "n_defect_free",
 ]
+MATRIX_SCORES = ["miou", "all_miou", "false_alarm", "image_false_alarm", "pixel_auroc", "pxap"]
+BASELINE_LAYER = "-"
 
 
 def _require(path: Path, stage: str) -> Path:
@@ -41,29 +48,86 @@ def classification_display(table: pd.DataFrame) -> pd.DataFrame:
     return display
 
 
-def localization_rows(problem_dirs: dict[int, Path]) -> pd.DataFrame:
-    """Every row of every problem's localization.csv."""
-    return pd.concat([pd.read_csv(_require(d / "localization.csv", "localize")) for d in problem_dirs.values()], ignore_index=True)
+def localization_rows(problem_dirs: dict[int, Path], name: str = "localization.csv") -> pd.DataFrame:
+    """Every row of every problem's localization.csv (or localization_images.csv)."""
+    return pd.concat([pd.read_csv(_require(d / name, "localize")) for d in problem_dirs.values()], ignore_index=True)
 
 
 def localization_table(rows: pd.DataFrame, selection: str = "val-best") -> pd.DataFrame:
-    """Test rows: one per problem x method x layer at the threshold chosen on validation (or fixed ones)."""
+    """Test rows: one per problem x method x layer x gate x post-process at the validation-chosen (or fixed) threshold."""
     test = rows[(rows["split"] == "test") & (rows["selection"] == selection)]
     return test[LOCALIZATION_COLUMNS].reset_index(drop=True)
 
 
-def localization_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean test mIoU over problems as method x layer (with mean pixel AUROC and PxAP per method/layer)."""
-    grouped = table.groupby(["method", "layer"], sort=False).agg(
-        miou=("miou", "mean"), dataset_iou=("dataset_iou", "mean"), pixel_auroc=("pixel_auroc", "mean"), pxap=("pxap", "mean"),
-        problems=("problem", "nunique"),
-    )
-    return grouped.reset_index()
+def localization_matrix(table: pd.DataFrame, images: pd.DataFrame | None = None, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Mean test scores over problems per method x layer x gate x post-process.
+
+    With the per-image scores (localization_images.csv), miou and all_miou get 95 % intervals of
+    the mean over problems: images are resampled within each problem (a stratified bootstrap), so
+    every problem keeps its weight.
+    """
+    grouped = table.groupby(ENTRY, sort=False).agg(**{s: (s, "mean") for s in MATRIX_SCORES}, problems=("problem", "nunique"))
+    grouped = grouped.reset_index()
+    if images is None:
+        return grouped
+    intervals = {key: _mean_intervals(group, resamples, seed) for key, group in images.groupby(ENTRY, sort=False)}
+    for i, name in enumerate(("miou_ci_low", "miou_ci_high", "all_miou_ci_low", "all_miou_ci_high")):
+        grouped[name] = [intervals.get(tuple(row), (np.nan,) * 4)[i] for row in grouped[ENTRY].itertuples(index=False)]
+    columns = ["miou", "miou_ci_low", "miou_ci_high", "all_miou", "all_miou_ci_low", "all_miou_ci_high"]
+    return grouped[ENTRY + columns + [c for c in grouped.columns if c not in ENTRY + columns]]
 
 
-def per_problem_matrix(table: pd.DataFrame) -> pd.DataFrame:
-    """Test mIoU with one column per problem and a mean column, one row per method/layer."""
-    wide = table.pivot_table(index=["method", "layer"], columns="problem", values="miou", sort=False)
+def _mean_intervals(images: pd.DataFrame, resamples: int, seed: int) -> tuple[float, float, float, float]:
+    """Stratified (by problem) bootstrap intervals of the mean over problems of mIoU and all-mIoU."""
+    problems = torch.as_tensor(images["problem"].to_numpy())
+    defective = images["defective"].to_numpy(dtype=bool)
+    miou = bootstrap_interval(torch.as_tensor(images["iou"].to_numpy()[defective]), resamples, seed, strata=problems[defective])
+    all_miou = bootstrap_interval(torch.as_tensor(images["all_iou"].to_numpy()), resamples, seed, strata=problems)
+    return (*miou, *all_miou)
+
+
+def per_problem_matrix(table: pd.DataFrame, score: str = "miou") -> pd.DataFrame:
+    """A test score with one column per problem and a mean column, one row per method x layer x gate x post-process."""
+    wide = table.pivot_table(index=ENTRY, columns="problem", values=score, sort=False)
     wide.columns = [f"P{c}" for c in wide.columns]
     wide["mean"] = wide.mean(axis=1)
     return wide.reset_index()
+
+
+def heat_matrix(table: pd.DataFrame, gate: str, postprocess: str, score: str = "miou") -> pd.DataFrame:
+    """Mean test `score` over problems as method (rows) x layer (columns), one gate and post-process; baselines in column '-'."""
+    chosen = table[(table["gate"] == gate) & (table["postprocess"] == postprocess)]
+    return chosen.pivot_table(index="method", columns="layer", values=score, aggfunc="mean", sort=False)
+
+
+def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per problem and gate, the entry a user would pick on validation, by mIoU and by all-mIoU, with its test scores.
+
+    Entries are CAM methods, layers, fusions and post-processes (baselines excluded); the best
+    baseline, picked the same way, stands beside it. Nothing here is chosen on test.
+    """
+    chosen = rows[rows["selection"] == "val-best"]
+    out = []
+    for (problem, gate), group in chosen.groupby(["problem", "gate"], sort=False):
+        val, test = group[group["split"] == "val"], group[group["split"] == "test"].set_index(ENTRY[:2] + ["postprocess"])
+        for chosen_by in ("miou", "all_miou"):
+            best = _pick(val[val["layer"] != BASELINE_LAYER], chosen_by)
+            baseline = _pick(val[val["layer"] == BASELINE_LAYER], chosen_by)
+            if best is None:
+                continue
+            result = test.loc[(best["method"], best["layer"], best["postprocess"])]
+            row = {"problem": problem, "gate": gate, "chosen_by": chosen_by, "method": best["method"], "layer": best["layer"],
+                   "postprocess": best["postprocess"], "select_on": result["select_on"], "threshold": result["threshold"]}
+            for score in ("miou", "miou_ci_low", "miou_ci_high", "all_miou", "all_miou_ci_low", "all_miou_ci_high",
+                          "false_alarm", "image_false_alarm"):
+                row[score] = result[score]
+            if baseline is not None:
+                row["best_baseline"] = baseline["method"]
+                row["baseline_miou"] = test.loc[(baseline["method"], baseline["layer"], baseline["postprocess"]), "miou"]
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def _pick(val: pd.DataFrame, score: str) -> pd.Series | None:
+    """The validation row with the highest score (first in table order on ties), or None."""
+    return None if val.empty else val.loc[val[score].idxmax()]

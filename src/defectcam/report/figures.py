@@ -22,20 +22,26 @@ def cam_grid(
     title: str,
     row_labels: list[str] | None = None,
 ) -> plt.Figure:
-    """One row per image: input | ground truth | a jet overlay of each layer's [0,1] map (n,H,W arrays)."""
+    """One row per image: input | ground truth | a jet overlay of each layer's [0,1] map.
+
+    images (n, h, w) uint8; masks (n, H, W) and maps (n, H, W) may be larger (native mask size):
+    every panel is drawn over the same extent, so they overlay wherever their resolutions differ.
+    """
     n, columns = len(images), 2 + len(layer_maps)
+    height, width = masks.shape[1:]
+    extent = (0, width, height, 0)
     fig, axes = plt.subplots(n, columns, figsize=(1.9 * columns, 1.9 * n + 0.4), squeeze=False)
     headers = ["input", "ground truth", *layer_maps]
     for i in range(n):
         panels = [(images[i], None), (images[i], masks[i])] + [(images[i], m[i]) for m in layer_maps.values()]
         for j, (image, overlay) in enumerate(panels):
             ax = axes[i, j]
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent)
             if j == 1:
-                ax.contour(overlay.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
+                ax.contour(*_pixel_centres(overlay), levels=[0.5], colors="lime", linewidths=1.0)
             elif overlay is not None:
-                ax.imshow(overlay, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
-                ax.contour(masks[i].astype(float), levels=[0.5], colors="white", linewidths=0.6)
+                ax.imshow(overlay, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, extent=extent)
+                ax.contour(*_pixel_centres(masks[i]), levels=[0.5], colors="white", linewidths=0.6)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -47,28 +53,49 @@ def cam_grid(
     return fig
 
 
-def threshold_curves(curves: pd.DataFrame, title: str, x: str = "threshold", y: str = "miou") -> plt.Figure:
-    """mIoU against threshold: one colour per method, one line style per layer (baselines grey)."""
-    fig, ax = plt.subplots(figsize=(8, 5))
+def _pixel_centres(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, values) for contour: pixel centres at +0.5, matching imshow's extent."""
+    height, width = mask.shape
+    return np.arange(width) + 0.5, np.arange(height) + 0.5, mask.astype(float)
+
+
+LINEAR_BELOW = 1e-3  # the threshold axis is linear below this, logarithmic above
+
+
+def threshold_curves(curves: pd.DataFrame, title: str, x: str = "threshold", scores: tuple[str, ...] = ("miou", "all_miou")) -> plt.Figure:
+    """Scores against threshold, one panel per score: a colour per method, a line style per layer
+    (baselines grey). The threshold axis is logarithmic above 1e-3, so optima at 0.005 are as
+    visible as optima at 0.5."""
+    scores = tuple(s for s in scores if s in curves.columns)
+    fig, axes = plt.subplots(1, len(scores), figsize=(6.2 * len(scores) + 2, 4.8), squeeze=False)
     methods = list(dict.fromkeys(curves["method"]))
     # One style per single layer (layer1..layer4, layer3.4, ...); fused maps have a colour of their own.
     layers = sorted(layer for layer in set(curves["layer"]) if layer != "-" and "+" not in layer)
     colours = dict(zip([m for m in methods if not _is_baseline(curves, m)], plt.get_cmap("tab10").colors))
     styles = ["-", "--", ":", "-."]
-    for (method, layer), group in curves.groupby(["method", "layer"], sort=False):
-        group = group.sort_values(x)
-        baseline = _is_baseline(curves, method)
-        ax.plot(group[x], group[y], label=method if baseline else f"{method} {layer}",
-                color="0.55" if baseline else colours[method],
-                linestyle=styles[methods.index(method) % 4] if baseline or layer not in layers else styles[layers.index(layer) % 4],
-                marker="." if len(group) < 20 else None, linewidth=1.0 if baseline else 1.4)
-    ax.set_xlabel(x)
-    ax.set_ylabel(f"{y} (defect IoU, mean over defective images)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax, y in zip(axes[0], scores):
+        for (method, layer), group in curves.groupby(["method", "layer"], sort=False):
+            group = group.sort_values(x)
+            baseline = _is_baseline(curves, method)
+            ax.plot(group[x], group[y], label=method if baseline else f"{method} {layer}",
+                    color="0.55" if baseline else colours[method],
+                    linestyle=styles[methods.index(method) % 4] if baseline or layer not in layers else styles[layers.index(layer) % 4],
+                    marker="." if len(group) < 20 else None, linewidth=1.0 if baseline else 1.4)
+        ax.set_xscale("symlog", linthresh=LINEAR_BELOW, linscale=0.3)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"{x} (log scale above {LINEAR_BELOW:g})")
+        ax.set_ylabel(_SCORE_LABELS.get(y, y))
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+_SCORE_LABELS = {
+    "miou": "mIoU (defect IoU, mean over defective images)",
+    "all_miou": "all-mIoU (mean over all images; defect-free = 1 if nothing predicted)",
+}
 
 
 def _is_baseline(curves: pd.DataFrame, method: str) -> bool:

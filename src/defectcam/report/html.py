@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#22
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:13px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
+.heat td{min-width:64px}.lead{font-size:15px;background:#f7f9fc;border-left:4px solid #4a7bd0;padding:6px 12px}
 """
 
 
@@ -24,10 +26,32 @@ def image_tag(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption class="note">{html.escape(alt)}</figcaption></figure>'
 
 
-def table_html(table: pd.DataFrame, percent: bool = False) -> str:
-    """A DataFrame as an HTML table, fractions shown as percent when asked."""
-    fmt = (lambda v: f"{100 * v:.2f}") if percent else (lambda v: f"{v:.4g}")
-    return table.to_html(index=False, float_format=fmt, na_rep="-", border=0)
+def table_html(table: pd.DataFrame, percent: bool | Sequence[str] = False) -> str:
+    """A DataFrame as an HTML table; fractions shown as percent in the named columns (all floats if True)."""
+    shown = table.copy()
+    for column in shown.columns:
+        if not pd.api.types.is_float_dtype(shown[column]):
+            continue
+        as_percent = percent is True or (not isinstance(percent, bool) and column in percent)
+        shown[column] = [("-" if pd.isna(v) else f"{100 * v:.2f}" if as_percent else f"{v:.4g}") for v in shown[column]]
+    return shown.to_html(index=False, na_rep="-", border=0)
+
+
+def heat_table_html(matrix: pd.DataFrame, caption: str) -> str:
+    """A method x layer matrix of fractions as an HTML table, each cell shaded by its value (white 0 -> green 1)."""
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in matrix.columns)
+    body = []
+    for method, row in matrix.iterrows():
+        cells = []
+        for value in row:
+            if pd.isna(value):
+                cells.append("<td>-</td>")
+                continue
+            shade = int(255 - 140 * max(0.0, min(1.0, float(value))))
+            cells.append(f"<td style='background:rgb({shade},255,{shade})'>{100 * value:.1f}</td>")
+        body.append(f"<tr><td>{html.escape(str(method))}</td>{''.join(cells)}</tr>")
+    return (f"<table class='heat'><caption class='note'>{html.escape(caption)}</caption>"
+            f"<tr><th>method</th>{header}</tr>{''.join(body)}</table>")
 
 
 def report_page(title: str, sections: list[tuple[str, str]]) -> str:

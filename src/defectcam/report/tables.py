@@ -22,6 +22,28 @@ def format_value(value: object, percent: bool = False, digits: int = 2) -> str:
     return str(value)
 
 
+def with_intervals(table: pd.DataFrame, scores: Sequence[str], percent: bool = True, digits: int = 1) -> pd.DataFrame:
+    """A copy where each score with `<score>_ci_low/_ci_high` columns reads 'value [low, high]' (text),
+    the interval columns dropped; other columns untouched. For Markdown, LaTeX and HTML."""
+    shown = table.copy()
+    for score in scores:
+        low, high = f"{score}_ci_low", f"{score}_ci_high"
+        if score not in shown or low not in shown or high not in shown:
+            continue
+        shown[score] = [_interval_text(v, lo, hi, percent, digits) for v, lo, hi in zip(shown[score], shown[low], shown[high])]
+        shown = shown.drop(columns=[low, high])
+    return shown
+
+
+def _interval_text(value: float, low: float, high: float, percent: bool, digits: int) -> str:
+    scale = 100.0 if percent else 1.0
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in (low, high)):
+        return f"{scale * value:.{digits}f}"
+    return f"{scale * value:.{digits}f} [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+
+
 def _rows(table: pd.DataFrame) -> list[list[object]]:
     """Cells row by row with each column's own dtype (iterrows would turn ints into floats)."""
     return [[table[c].iat[i] for c in table.columns] for i in range(len(table))]

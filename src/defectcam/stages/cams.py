@@ -1,4 +1,4 @@
-"""`defectcam-cams`: raw CAMs of every method and layer for the val and test parts, cached as float16, plus figures."""
+"""`defectcam-cams`: raw CAMs of every method and layer for the val and test parts, cached losslessly enough, plus figures."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from defectcam.cams import extract_cams, scoring_maps
+from defectcam.cams.storage import decode_maps, encode_maps
 from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
-from defectcam.errors import StageOrderError
+from defectcam.errors import StageOrderError, StaleInputError
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, figure_array, save_figure
@@ -25,6 +26,7 @@ from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
 CACHE_NAME, META_NAME = "cams.pt", "cams_meta.json"
+CACHE_FORMAT = 2  # 2: per-map float16 codes of the map's own range (1: plain float16)
 
 
 def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
@@ -33,6 +35,7 @@ def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     if not ckpt.is_file():
         raise StageOrderError(f"{ckpt}: no checkpoint; run the train stage first (make train / defectcam-train)")
     return {
+        "format": CACHE_FORMAT,
         "checkpoint_sha1": file_sha1(ckpt),
         "methods": list(cfg.cam.methods),
         "layers": list(cfg.cam.layers),
@@ -44,15 +47,51 @@ def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
 
 
 def load_cam_cache(out: Path) -> dict[str, Any]:
-    """The cache the cams stage wrote for a problem folder."""
+    """The cache the cams stage wrote for a problem folder, raw maps decoded to float32."""
     path = out / "cams" / CACHE_NAME
     if not path.is_file():
         raise StageOrderError(f"{path}: no CAM cache; run the cams stage first (make cams / defectcam-cams)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    cache = torch.load(path, map_location="cpu", weights_only=True)
+    for part in cache.values():
+        if isinstance(part, dict) and "maps" in part:
+            part["maps"] = {m: {layer: decode_maps(stored) for layer, stored in per.items()} for m, per in part["maps"].items()}
+    return cache
+
+
+def stale_reason(recorded: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
+    """Why a recorded meta does not describe what is wanted now (None when it does)."""
+    if recorded is None:
+        return "its meta file is missing"
+    changed = [key for key in wanted if recorded.get(key) != wanted[key]]
+    if not changed:
+        return None
+    key = changed[0]
+    if key == "checkpoint_sha1":
+        return "best.ckpt changed since the CAMs were computed (retrained?)"
+    return f"{key} was {recorded.get(key)!r}, now {wanted[key]!r}"
+
+
+def fresh_cams(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
+    """The meta of a CAM cache that belongs to the current best.ckpt and CAM settings.
+
+    A stale or missing cache is recomputed (on_stale=recompute, the default) or refused with one line
+    naming it and the command that refreshes it (on_stale=error).
+    """
+    out = problem_dir(output_dir(cfg), data.problem)
+    wanted = cam_meta(cfg, data)
+    meta_path, cache_path = out / "cams" / META_NAME, out / "cams" / CACHE_NAME
+    recorded = read_json(meta_path) if meta_path.is_file() else None
+    reason = stale_reason(recorded, wanted) if cache_path.is_file() else "there is no CAM cache"
+    if reason is None:
+        return wanted
+    if cfg.on_stale == "error":
+        raise StaleInputError(f"{cache_path}: stale ({reason}); refresh it with `defectcam-cams` (make cams), or pass on_stale=recompute")
+    log.warning("problem %d: CAM cache stale (%s); recomputing", data.problem, reason)
+    return cams_problem(cfg, data)
 
 
 def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: torch.device, desc: str) -> dict[str, Any]:
-    """Raw float16 maps[method][layer] (N, h, w), rows and p_defect of one part, batch by batch."""
+    """Encoded raw maps[method][layer] (N, h, w; see cams/storage.py), rows and p_defect of one part."""
     target = 1 if cfg.cam.target == "defect" else "predicted"
     rows, p_defect, maps = [], [], {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):  # None: no bar when not a terminal
@@ -61,11 +100,11 @@ def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: 
         p_defect.append(result.logits.float().softmax(1)[:, 1].cpu())
         for method, per_layer in result.maps.items():
             for layer, raw in per_layer.items():
-                maps[method][layer].append(raw.to("cpu", torch.float16))
+                maps[method][layer].append(raw.detach().float().cpu())
     return {
         "rows": torch.cat(rows),
         "p_defect": torch.cat(p_defect),
-        "maps": {m: {layer: torch.cat(chunks) for layer, chunks in per.items()} for m, per in maps.items()},
+        "maps": {m: {layer: encode_maps(torch.cat(chunks)) for layer, chunks in per.items()} for m, per in maps.items()},
     }
 
 
@@ -99,14 +138,14 @@ def draw_figures(cfg: DictConfig, data: ProblemData, part: dict[str, Any], out: 
     picks = [i for i, row in enumerate(rows) if data.table["label"].iat[row] == 1][: int(cfg.cam.figure_images)]
     if not picks:
         return
-    size = (int(cfg.data.image_size),) * 2
+    size = data.native_size  # maps are drawn where they are scored: at the masks' native size
     images = np.stack([np.asarray(data.images[rows[i]]) for i in picks])
     masks = np.stack([data.mask_of(int(rows[i])) for i in picks])
     ids = [str(data.table["image_id"].iat[rows[i]]) for i in picks]
     writer = SummaryWriter(str(out / "tensorboard"))
     try:
         for method, per_layer in part["maps"].items():
-            layer_maps = {layer: scoring_maps(raw[picks], size).numpy() for layer, raw in per_layer.items()}
+            layer_maps = {layer: scoring_maps(decode_maps(stored)[picks], size).numpy() for layer, stored in per_layer.items()}
             fig = cam_grid(images, masks, layer_maps, f"problem {data.problem}: {method} (defect class)", ids)
             writer.add_image(f"cams/{method}", figure_array(fig), dataformats="HWC")
             save_figure(fig, out / "figures" / f"cams_{method}.png")

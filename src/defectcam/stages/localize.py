@@ -1,9 +1,14 @@
-"""`defectcam-localize`: threshold CAMs into masks and score them; the threshold is chosen on val, reported on test."""
+"""`defectcam-localize`: threshold CAMs into masks and score them at the masks' native resolution.
+
+Every threshold is chosen on validation (per gate and post-process), reported on test with 95 %
+bootstrap intervals; see localization/protocol.py and docs/localization.md.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,85 +16,132 @@ import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError
+from defectcam.evaluation.classification import predict
 from defectcam.io import atomic_path, read_json, write_json
-from defectcam.localization import default_thresholds, evaluate_localization, split_curves
+from defectcam.localization import Part, Protocol, evaluate_entry
 from defectcam.localization.entries import fusions_from, masks_tensor, scored_entries
+from defectcam.localization.protocol import scores_at
 from defectcam.report.figures import save_figure, threshold_curves
-from defectcam.stages.cams import META_NAME, load_cam_cache
+from defectcam.stages.cams import fresh_cams, load_cam_cache
 from defectcam.stages.data import prepare_data
-from defectcam.stages.settings import output_dir
+from defectcam.stages.settings import output_dir, to_plain
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
-SWEEP_SCORES = ("miou", "dataset_iou", "two_class_miou", "false_alarm")
+SWEEP_SCORES = ("miou", "all_miou", "dataset_iou", "two_class_miou", "false_alarm", "image_false_alarm")
+LOCALIZE_FORMAT = 2  # 2: native-resolution masks, gates, post-processes, intervals
+RESULT_FILES = ("localization.csv", "curves.csv", "localization_images.csv")
+META_FILE = "localization_meta.json"
 
 
-def part_maps(cache: dict[str, Any], part: str, data: ProblemData) -> tuple[dict[str, dict[str, torch.Tensor]], torch.Tensor]:
-    """Raw maps and (N, S, S) bool masks of one cached part, in cache order."""
+def protocol_of(cfg: DictConfig) -> Protocol:
+    """The protocol's settings from cfg.localize."""
+    return Protocol(
+        gates=tuple(str(g) for g in cfg.localize.gates),
+        postprocesses=tuple(str(p) for p in cfg.localize.postprocess),
+        select_on=str(cfg.localize.select_on),
+        n_thresholds=int(cfg.localize.n_thresholds),
+        fixed_thresholds=tuple(float(t) for t in cfg.localize.fixed_thresholds),
+        bootstrap=int(cfg.localize.bootstrap),
+        seed=int(cfg.seed),
+    )
+
+
+def localize_meta(cfg: DictConfig, cams: dict[str, Any]) -> dict[str, Any]:
+    """What a problem's localization files depend on: its CAM cache and the localize settings."""
+    return {"format": LOCALIZE_FORMAT, "cams": cams, "localize": to_plain(cfg.localize),
+            "fusions": to_plain(cfg.cam.fusions) or {}, "seed": int(cfg.seed)}
+
+
+def parts_of(cache: dict[str, Any], part: str, data: ProblemData) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Raw maps of one cached part and its native-size masks, labels and classifier decisions, in cache order."""
     if part not in cache:
         raise ConfigError(f"cam.parts: the CAM cache holds no {part!r} part; localization needs val and test")
-    rows = cache[part]["rows"].tolist()
-    return cache[part]["maps"], masks_tensor([data.mask_of(row) for row in rows])
+    rows = cache[part]["rows"].numpy()
+    labels = torch.as_tensor(data.table["label"].to_numpy()[rows] == 1)
+    truth = {"masks": masks_tensor([data.mask_of(int(row)) for row in rows]), "defective": labels,
+             "predicted": predict(cache[part]["p_defect"]).bool(), "rows": torch.as_tensor(rows)}
+    return cache[part]["maps"], truth
 
 
-def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int]):
-    """The scored entries of one part as the localize config selects them."""
+def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int]) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """The scored entries of one part as the localize config selects them, as scoring maps of `size`."""
     select = lambda key: None if cfg.localize[key] is None else [str(v) for v in cfg.localize[key]]  # noqa: E731
     return scored_entries(
         maps, size, select("methods"), select("layers"), fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed)
     )
 
 
+def _part(maps: torch.Tensor, truth: dict[str, torch.Tensor]) -> Part:
+    return Part(maps, truth["masks"], truth["defective"], truth["predicted"])
+
+
 def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
-    """The protocol for every entry of one problem: localization.csv and curves.csv (skipped when up to date)."""
+    """The protocol for every entry of one problem: localization.csv, curves.csv and localization_images.csv
+    (skipped when up to date with the CAM cache, which is itself refreshed when stale)."""
     out = problem_dir(output_dir(cfg), data.problem)
-    meta = {"cams": read_json(out / "cams" / META_NAME) if (out / "cams" / META_NAME).is_file() else None,
-            "localize": OmegaConf.to_container(cfg.localize), "fusions": OmegaConf.to_container(cfg.cam.fusions)}
-    result_csv, meta_path = out / "localization.csv", out / "localization_meta.json"
-    if result_csv.is_file() and meta_path.is_file() and read_json(meta_path) == meta and not cfg.localize.force:
-        return pd.read_csv(result_csv)
+    meta = localize_meta(cfg, fresh_cams(cfg, data))
+    meta_path = out / META_FILE
+    if all((out / name).is_file() for name in RESULT_FILES) and meta_path.is_file() and read_json(meta_path) == meta and not cfg.localize.force:
+        return pd.read_csv(out / "localization.csv")
     cache = load_cam_cache(out)
-    size = (int(cfg.data.image_size),) * 2
-    (val_raw, val_masks), (test_raw, test_masks) = part_maps(cache, "val", data), part_maps(cache, "test", data)
-    grid = default_thresholds(int(cfg.localize.n_thresholds))
-    rows, curves = [], []
-    val_entries, test_entries = entries_for(cfg, val_raw, size), entries_for(cfg, test_raw, size)
-    for (method, layer, val_maps), (_, _, test_maps) in zip(val_entries, test_entries):
-        result = evaluate_localization(val_maps, val_masks, test_maps, test_masks, grid, list(cfg.localize.fixed_thresholds))
+    (val_raw, val_truth), (test_raw, test_truth) = parts_of(cache, "val", data), parts_of(cache, "test", data)
+    protocol = protocol_of(cfg)
+    rows, curves, images = [], [], []
+    test_ids = data.table["image_id"].to_numpy()[test_truth["rows"].numpy()]
+    for (method, layer, val_maps), (_, _, test_maps) in zip(entries_for(cfg, val_raw, data.native_size), entries_for(cfg, test_raw, data.native_size)):
+        result = evaluate_entry(_part(val_maps, val_truth), _part(test_maps, test_truth), protocol)
         key = {"problem": data.problem, "method": method, "layer": layer}
         rows += [{**key, **row} for row in result.rows]
         curves += [{**key, **row} for row in result.curves]
-    table, curve_table = pd.DataFrame(rows), pd.DataFrame(curves)
-    for path, frame in ((result_csv, table), (out / "curves.csv", curve_table)):
-        with atomic_path(path) as tmp:
+        images += [{**key, "image_id": test_ids[image.pop("index")], **image} for image in result.images]
+    meta_path.unlink(missing_ok=True)  # results without their meta are never trusted
+    tables = {"localization.csv": pd.DataFrame(rows), "curves.csv": pd.DataFrame(curves), "localization_images.csv": pd.DataFrame(images)}
+    for name, frame in tables.items():
+        with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
     write_json(meta_path, meta)
-    val_curves = curve_table[curve_table["split"] == "val"]
-    save_figure(threshold_curves(val_curves, f"problem {data.problem}: validation mIoU against threshold"), out / "figures" / "threshold_curves.png")
-    chosen = table[table["selection"] == "val-best"]
-    best = chosen[chosen["split"] == "val"].sort_values("miou", ascending=False).iloc[0]  # ranked on validation
-    test_miou = chosen[(chosen["split"] == "test") & (chosen["method"] == best["method"]) & (chosen["layer"] == best["layer"])]["miou"].iloc[0]
-    log.info("problem %d: best on validation %s %s (threshold %.2f): val mIoU %.3f, test mIoU %.3f",
-             data.problem, best["method"], best["layer"], best["threshold"], best["miou"], test_miou)
+    table, curve_table = tables["localization.csv"], tables["curves.csv"]
+    plain = curve_table.query("split == 'val' and gate == 'none' and postprocess == 'none'")
+    save_figure(threshold_curves(plain, f"problem {data.problem}: validation scores against threshold (no gate, no post-process)"),
+                out / "figures" / "threshold_curves.png")
+    _log_best(data.problem, table, protocol.select_on)
     return table
 
 
+def _log_best(problem: int, table: pd.DataFrame, select_on: str) -> None:
+    """Log the entry ranked first on validation (never on test), per gate."""
+    chosen = table[(table["selection"] == "val-best") & (table["layer"] != "-")]
+    for gate, group in chosen.groupby("gate", sort=False):
+        val = group[group["split"] == "val"].sort_values(select_on, ascending=False).iloc[0]
+        test = group[(group["split"] == "test") & (group["method"] == val["method"]) & (group["layer"] == val["layer"])
+                     & (group["postprocess"] == val["postprocess"])].iloc[0]
+        log.info("problem %d, gate %s: best on validation %s %s (%s, threshold %.4g): test mIoU %.3f [%.3f, %.3f], "
+                 "all-mIoU %.3f", problem, gate, val["method"], val["layer"], val["postprocess"], val["threshold"],
+                 test["miou"], test["miou_ci_low"], test["miou_ci_high"], test["all_miou"])
+
+
 def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict[str, Any]]:
-    """One job of a threshold sweep: one row per entry with its val and test scores at one fixed threshold."""
+    """One job of a threshold sweep: per entry, gate and post-process, val and test scores at one threshold."""
+    fresh_cams(cfg, data)
     cache = load_cam_cache(problem_dir(output_dir(cfg), data.problem))
-    size = (int(cfg.data.image_size),) * 2
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    thresholds = torch.tensor([threshold], dtype=torch.float64)
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for part in ("val", "test"):
-        raw, masks = part_maps(cache, part, data)
-        for method, layer, maps in entries_for(cfg, raw, size):
-            curves = split_curves(maps, masks, torch.tensor([threshold], dtype=torch.float64), part)
-            row = rows.setdefault((method, layer), {"problem": data.problem, "method": method, "layer": layer, "threshold": threshold})
-            for score in SWEEP_SCORES:
-                row[f"{part}_{score}"] = float(getattr(curves, score)[0])
+        raw, truth = parts_of(cache, part, data)
+        for method, layer, maps in entries_for(cfg, raw, data.native_size):
+            for postprocess in cfg.localize.postprocess:
+                per_gate = scores_at(_part(maps, truth), thresholds, str(postprocess), [str(g) for g in cfg.localize.gates])
+                for gate, curves in per_gate.items():
+                    key = (method, layer, str(gate), str(postprocess))
+                    row = rows.setdefault(key, {"problem": data.problem, "method": method, "layer": layer, "gate": gate,
+                                                "postprocess": postprocess, "threshold": threshold})
+                    for score in SWEEP_SCORES:
+                        row[f"{part}_{score}"] = float(getattr(curves, score)[0])
     return list(rows.values())
 
 
@@ -99,7 +151,8 @@ def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     if cfg.localize.threshold is None:
         tables = [localize_problem(cfg, data) for data in prepared.values()]
         val = pd.concat(tables).query("split == 'val' and selection == 'val-best'")
-        return float(val["miou"].mean())
+        first = val[(val["gate"] == val["gate"].iloc[0]) & (val["postprocess"] == val["postprocess"].iloc[0])]
+        return float(first["miou"].mean())
     threshold = float(cfg.localize.threshold)
     rows = [row for data in prepared.values() for row in sweep_job(cfg, data, threshold)]
     frame = pd.DataFrame(rows)

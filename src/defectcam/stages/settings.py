@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+from defectcam.cams.methods import METHODS
 from defectcam.data.prepare import SplitSettings
+from defectcam.data.splits import PARTS
 from defectcam.errors import ConfigError
+from defectcam.localization.baselines import BASELINES
+from defectcam.localization.entries import fusions_from
+from defectcam.localization.selection import GATES, POSTPROCESSES, SELECT_ON
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": ("synthetic", "dagm"),
@@ -16,21 +25,30 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.normalization": ("train", "fixed"),
     "model.arch": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "cam.target": ("defect", "predicted"),
+    "localize.select_on": SELECT_ON,
+    "on_stale": ("recompute", "error"),
 }
+# DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
+DAGM_PROBLEMS: tuple[int, ...] = tuple(range(1, 11))
 
 
 def validate(cfg: DictConfig) -> None:
-    """Refuse unknown enumerated values with a one-line message naming the key and the choices."""
+    """Refuse unknown enumerated values and names (methods, layers, fusions, baselines...) with one line listing the choices.
+
+    Every stage calls it first (directly or through prepare_data), so a typo stops before any file is written.
+    """
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     problems = problems_of(cfg)
-    if not problems or any(p < 1 for p in problems):
+    if not problems or any(p not in DAGM_PROBLEMS for p in problems):
         raise ConfigError(f"data.problems: {problems} must be a non-empty list of DAGM class numbers (1..10)")
     _check_number(cfg, "localize.n_thresholds", minimum=2, integer=True)
+    _check_number(cfg, "localize.bootstrap", minimum=1, integer=True)
     _check_number(cfg, "evaluate.latency_images", minimum=1, integer=True)
     _check_number(cfg, "evaluate.warmup", minimum=0, integer=True)
+    _check_names(cfg)
     if cfg.localize.threshold is not None:
         _check_number(cfg, "localize.threshold", minimum=0.0, maximum=1.0)
     if cfg.data.normalization == "fixed":
@@ -47,10 +65,153 @@ def _check_number(cfg: DictConfig, key: str, minimum: float, maximum: float | No
         raise ConfigError(f"{key}: {value!r} must be {'an integer' if integer else 'a number'} {bounds}")
 
 
+def _check_names(cfg: DictConfig) -> None:
+    """Every name a user types under cam.* and localize.* names something that exists (before any file is written)."""
+    methods = _name_list(cfg, "cam.methods")
+    _check_known("cam.methods", methods, METHODS)
+    layers = _name_list(cfg, "cam.layers")
+    for layer in layers:
+        _check_layer(str(cfg.model.arch), layer)
+    _check_known("cam.parts", _name_list(cfg, "cam.parts"), PARTS)
+    fused = _check_fusions(cfg, methods, layers)
+    baselines = _name_list(cfg, "localize.baselines", allow_empty=True)
+    _check_known("localize.baselines", baselines, tuple(BASELINES))
+    for name in _name_list(cfg, "localize.methods", allow_null=True) or []:
+        _check_scored_name(name, methods, fused, baselines)
+    _check_known("localize.layers", _name_list(cfg, "localize.layers", allow_null=True) or [], layers, "in cam.layers:")
+    _check_known("localize.gates", _name_list(cfg, "localize.gates"), GATES)
+    _check_known("localize.postprocess", _name_list(cfg, "localize.postprocess"), POSTPROCESSES)
+
+
+def _name_list(cfg: DictConfig, key: str, allow_null: bool = False, allow_empty: bool = False) -> list[str] | None:
+    """The list of names at `key` as strings; ConfigError unless it is a list (non-empty unless allow_empty)."""
+    value = OmegaConf.select(cfg, key)
+    null_hint = ", or null for all" if allow_null else ""
+    if value is None and allow_null:
+        return None
+    # A bare string would be read letter by letter downstream (list("layercam")), so it is refused.
+    if not (OmegaConf.is_list(value) or isinstance(value, (list, tuple))):
+        raise ConfigError(f"{key}: {to_plain(value)!r} must be a list of names, e.g. {key}=[{to_plain(value)}]{null_hint}")
+    names = [str(name) for name in value]
+    if not names and not allow_empty:
+        raise ConfigError(f"{key}: the list is empty; name at least one{null_hint}")
+    return names
+
+
+def _check_known(key: str, names: Sequence[str], choices: Sequence[str], among: str = "one of") -> None:
+    """ConfigError naming the first of `names` not in `choices`, and listing the choices."""
+    unknown = next((name for name in names if name not in choices), None)
+    if unknown is not None:
+        raise ConfigError(f"{key}: {unknown!r} is not {among} {', '.join(choices)}")
+
+
+def _check_fusions(cfg: DictConfig, methods: list[str], layers: list[str]) -> list[str]:
+    """cam.fusions fuse cached maps only; returns the names of the fused maps (as localize.methods selects them)."""
+    config = to_plain(cfg.cam.fusions) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f"cam.fusions: {config!r} must map a fusion name to {{method: ..., layers: [...]}}")
+    for name, spec in config.items():
+        key = f"cam.fusions.{name}"
+        if not isinstance(spec, dict) or sorted(spec) != ["layers", "method"]:
+            raise ConfigError(f"{key}: {spec!r} must be {{method: <a cam.methods name>, layers: [<cam.layers names>]}}")
+        _check_cached(f"{key}.method", str(spec["method"]), methods, METHODS, "cam.methods")
+        if not isinstance(spec["layers"], list) or not spec["layers"]:
+            raise ConfigError(f"{key}.layers: {spec['layers']!r} must be a non-empty list of cam.layers names")
+        among = f"in cam.layers (or drop the fusion: ~{key}):"
+        _check_known(f"{key}.layers", [str(layer) for layer in spec["layers"]], layers, among)
+    # fusions_from decides the kinds (by name prefix) and the extra '<multiplicative>_geometric' map.
+    return [fusion.name for fusion in fusions_from(config)]
+
+
+def _check_cached(key: str, name: str, cached: Sequence[str], known: Sequence[str], source: str) -> None:
+    """`name` must be in `cached`; a known name that is not gets 'add it to <source>', an unknown one the choices."""
+    if name in cached:
+        return
+    if name in known:
+        raise ConfigError(f"{key}: {name!r} is not computed; add it to {source} (now {', '.join(cached) or 'empty'})")
+    raise ConfigError(f"{key}: {name!r} is not one of {', '.join(known)}")
+
+
+def _check_scored_name(name: str, methods: list[str], fused: list[str], baselines: list[str]) -> None:
+    """A localize.methods name: a cached CAM method, a fused map or a configured baseline."""
+    key = "localize.methods"
+    if name in methods or name in fused or name in baselines:
+        return
+    # A real method or baseline that was not asked for: say where to add it (both calls raise).
+    if name in METHODS:
+        _check_cached(key, name, methods, METHODS, "cam.methods")
+    if name in BASELINES:
+        _check_cached(key, name, baselines, tuple(BASELINES), "localize.baselines")
+    choices = ", ".join([*methods, *fused, *baselines])
+    raise ConfigError(f"{key}: {name!r} is not one of {choices} (cached methods, fusions, baselines; null for all)")
+
+
+@dataclass(frozen=True)
+class BackboneLayers:
+    """The module paths of a backbone: why each one cannot be hooked ('' when it can), and blocks per stage."""
+
+    problems: dict[str, str]
+    blocks: tuple[int, ...]
+
+    def summary(self) -> str:
+        """'layer1, ..., layer4 or a block layer1.0..2, ...': the paths a user usually means, in one line."""
+        stages = [f"layer{i}" for i in range(1, len(self.blocks) + 1)]
+        ranges = [f"{stage}.0..{count - 1}" for stage, count in zip(stages, self.blocks)]
+        return f"{', '.join(stages)} or a block {', '.join(ranges)} (e.g. layer3.4)"
+
+
+@lru_cache(maxsize=None)
+def backbone_layers(arch: str) -> BackboneLayers:
+    """The module paths of torchvision's `arch`, from one forward pass on the meta device (no memory, no weights)."""
+    import torchvision  # only here: the other checks need none of it
+
+    with torch.device("meta"):
+        net = getattr(torchvision.models, arch)(weights=None)
+    calls: dict[str, list[int]] = {}
+    handles = [module.register_forward_hook(_ndim_recorder(name, calls)) for name, module in net.named_modules() if name]
+    try:
+        with torch.no_grad():
+            net(torch.empty(1, 3, 64, 64, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    problems = {name: _hook_problem(ndims) for name, ndims in calls.items()}
+    return BackboneLayers(problems, tuple(len(getattr(net, f"layer{i}")) for i in range(1, 5)))
+
+
+def _hook_problem(ndims: list[int]) -> str:
+    """Why a module whose outputs had these ndims cannot be hooked ('' if it can)."""
+    # The two conditions the CAM extractor's hook enforces: one run per forward, a (N, K, h, w) output.
+    if len(ndims) > 1:
+        return "runs more than once per forward pass"
+    return "" if ndims[0] == 4 else "does not output a (N, K, h, w) map"
+
+
+def _ndim_recorder(name: str, calls: dict[str, list[int]]) -> Callable[..., None]:
+    """A forward hook appending the output's ndim (0 for a non-tensor) to calls[name] on every run."""
+
+    def hook(_module: torch.nn.Module, _inputs: tuple, output: object) -> None:
+        calls.setdefault(name, []).append(output.ndim if isinstance(output, torch.Tensor) else 0)
+
+    return hook
+
+
+def _check_layer(arch: str, path: str) -> None:
+    """A cam.layers entry must be a module path of `arch` that a CAM can hook."""
+    layers = backbone_layers(arch)
+    if path not in layers.problems:
+        raise ConfigError(f"cam.layers: {path!r} is not a module path of {arch}; use {layers.summary()}")
+    if layers.problems[path]:
+        raise ConfigError(f"cam.layers: {path!r} of {arch} {layers.problems[path]}; use {layers.summary()}")
+
+
 def train_signature(cfg: DictConfig) -> dict[str, Any]:
-    """The settings a trained model depends on (a finished problem is reused only when they are equal)."""
-    keys = ("model", "optim", "trainer.max_epochs", "trainer.precision", "data.image_size", "data.augment",
-            "data.batch_size", "data.normalization", "seed")
+    """The settings a trained model depends on (a finished problem is reused, and last.ckpt resumed, only when
+    they are equal). Devices, nodes and strategy are in: under DDP each rank draws its own batch, so the
+    effective batch is batch_size x devices x nodes."""
+    keys = ("model", "optim", "trainer.max_epochs", "trainer.precision", "trainer.devices", "trainer.num_nodes",
+            "trainer.strategy", "data.image_size", "data.augment", "data.sampler", "data.batch_size",
+            "data.normalization", "train.monitor", "train.early_stopping", "seed")
     return {key: to_plain(OmegaConf.select(cfg, key)) for key in keys}
 
 

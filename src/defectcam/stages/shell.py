@@ -16,7 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from defectcam.errors import DefectcamError
 
-CONF_DIR = Path(os.environ.get("DEFECTCAM_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+# The configs ship inside the package (pyproject.toml maps the top-level conf/ to `defectcam.conf`), so an
+# installed wheel finds them from any folder. DEFECTCAM_CONF_DIR points the stages at another folder instead.
+_CONF_OVERRIDE = os.environ.get("DEFECTCAM_CONF_DIR")
+CONFIG_PATH = str(Path(_CONF_OVERRIDE).resolve()) if _CONF_OVERRIDE else "pkg://defectcam.conf"
 EXIT_USER_ERROR = 2
 _FULL_ERROR = "HYDRA_FULL_ERROR"
 _TRACEBACK = "DEFECTCAM_TRACEBACK"
@@ -43,7 +46,7 @@ def quiet_known_warnings() -> None:
 def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], None]:
     """Wrap `task(cfg)` as a console script: Hydra overrides and -m work, bad input exits 2 with one line."""
 
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
     def hydra_task(cfg: DictConfig) -> Any:
         quiet_known_warnings()
         try:

@@ -13,13 +13,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from defectcam.data.datamodule import DefectDataModule
 from defectcam.data.prepare import ProblemData, problem_dir
-from defectcam.errors import ConfigError
+from defectcam.errors import ConfigError, ModelError, one_line
 from defectcam.io import read_json, write_json
 from defectcam.models.backbone import build_backbone
-from defectcam.models.checkpoints import BestAndLastCheckpoint
+from defectcam.models.checkpoints import SETTINGS_KEY, BestAndLastCheckpoint, monitor_mode
 from defectcam.models.module import DefectClassifier
 from defectcam.stages.data import prepare_data
 from defectcam.stages.common import datamodule_for, normalization_for
@@ -49,20 +51,55 @@ def build_classifier(cfg: DictConfig, normalization: tuple[float, float]) -> Def
     )
 
 
+def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
+    """Lightning's EarlyStopping on train.early_stopping.monitor (None when it is null: train max_epochs)."""
+    options = cfg.train.early_stopping
+    if options.monitor is None:
+        return None
+    return EarlyStopping(
+        monitor=str(options.monitor),
+        mode=monitor_mode(str(options.monitor), "train.early_stopping.monitor"),
+        patience=int(options.patience),
+        min_delta=float(options.min_delta),
+        check_finite=False,  # val/auc is NaN when validation lacks a class: count it as no improvement, do not stop
+        check_on_train_epoch_end=False,  # decide at validation end, before last.ckpt stores its state
+    )
+
+
 def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint) -> pl.Trainer:
     """A Lightning Trainer from cfg.trainer, logging to TensorBoard under the problem folder."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
     options.pop("channels_last")
+    stopper = early_stopping(cfg)
     return pl.Trainer(
         **options,
+        min_epochs=int(cfg.train.early_stopping.min_epochs) if stopper else None,
         default_root_dir=str(out),
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""),
-        callbacks=[checkpoint],
+        callbacks=[stopper, checkpoint] if stopper else [checkpoint],  # stopper first: last.ckpt gets its new state
         enable_checkpointing=False,  # our callback writes best/last atomically
         enable_progress_bar=bool(cfg.train.progress_bar),
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+def check_train_settings(cfg: DictConfig) -> None:
+    """Refuse an unknown train.monitor, early-stopping monitor or patience before any problem trains."""
+    monitor_mode(str(cfg.train.monitor), "train.monitor")
+    options = cfg.train.early_stopping
+    if options.monitor is not None:
+        monitor_mode(str(options.monitor), "train.early_stopping.monitor")
+    for key, value in (("patience", options.patience), ("min_epochs", options.min_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"train.early_stopping.{key}: {value!r} must be an integer >= 0")
+
+
+def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[float, float]) -> DefectDataModule:
+    """The problem's DataModule with the training-only sampler of data.sampler (none | balanced)."""
+    datamodule = datamodule_for(cfg, data, normalization)
+    datamodule.sampler = str(cfg.data.sampler)
+    return datamodule
 
 
 def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
@@ -80,20 +117,25 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         for path in (ckpt_dir / "best.ckpt", last, summary_path):
             path.unlink(missing_ok=True)
     resume = last if last.is_file() else None
+    if resume:
+        check_signature(resume, read_settings(resume), signature, action="started with", retry="start over")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     normalization = normalization_for(cfg, data)
     module = build_classifier(cfg, normalization)  # first: a weights error stops before Lightning starts
-    checkpoint = BestAndLastCheckpoint(ckpt_dir)
+    checkpoint = BestAndLastCheckpoint(ckpt_dir, monitor=str(cfg.train.monitor), settings=signature)
     trainer = build_trainer(cfg, out, checkpoint)
     log.info("problem %d: training%s", data.problem, f" (resuming from {resume})" if resume else "")
-    trainer.fit(module, datamodule=datamodule_for(cfg, data, normalization), ckpt_path=str(resume) if resume else None)
+    trainer.fit(module, datamodule=train_datamodule(cfg, data, normalization), ckpt_path=str(resume) if resume else None)
     summary = {
         "problem": data.problem,
         "epochs": int(trainer.current_epoch),
+        "stopped_early": bool(trainer.current_epoch < int(cfg.trainer.max_epochs)),
         "best_epoch": int(checkpoint.best_epoch),
+        "monitor": str(cfg.train.monitor),
         "best_val_accuracy": float(checkpoint.best_acc),
         "best_val_loss": float(checkpoint.best_loss),
+        "best_val_auc": float(checkpoint.best_metrics["val/auc"]),
         "train_time_s": round(checkpoint.elapsed_s(), 3),
         "device": device_name(trainer),
         "precision": str(cfg.trainer.precision),
@@ -108,15 +150,42 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     return summary
 
 
-def check_signature(path: Path, recorded: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """Refuse to reuse a model trained with other settings (one line naming the first difference)."""
-    changed = [k for k in wanted if recorded.get(k) != wanted[k]]
+def check_signature(path: Path, recorded: dict[str, Any], wanted: dict[str, Any], action: str = "trained with",
+                    retry: str = "retrain") -> None:
+    """Refuse to reuse (or resume) a model of other settings: one line naming the first differing setting."""
+    recorded_flat, wanted_flat = flatten(recorded), flatten(wanted)
+    changed = [k for k in {**wanted_flat, **recorded_flat} if recorded_flat.get(k) != wanted_flat.get(k)]
     if changed:
         key = changed[0]
         raise ConfigError(
-            f"{path}: problem trained with {key}={recorded.get(key)!r}, this run asks {wanted[key]!r}; "
-            "use train.force=true to retrain, or another paths.output_dir"
+            f"{path}: problem {action} {key}={recorded_flat.get(key)!r}, this run asks {wanted_flat.get(key)!r}; "
+            f"use train.force=true to {retry}, or another paths.output_dir"
         )
+
+
+def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {dotted.key: leaf value}, so a message can name the one value that changed."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_settings(last: Path) -> dict[str, Any]:
+    """The settings stored in a last.ckpt; a ModelError when it cannot be read or records none."""
+    try:
+        # mmap: only the small settings dict is read now; Lightning loads the tensors when it resumes.
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # corrupt or foreign files raise several types
+        raise ModelError(f"{last}: cannot read the resume checkpoint ({one_line(exc)}); use train.force=true to start over") from None
+    settings = checkpoint.get(SETTINGS_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(settings, dict):
+        raise ModelError(f"{last}: records no training settings (written by an older defectcam); use train.force=true to start over")
+    return settings
 
 
 def device_name(trainer: pl.Trainer) -> str:
@@ -131,6 +200,7 @@ def run_train(cfg: DictConfig) -> float:
     if str(cfg.trainer.strategy).startswith("ddp") and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         # Lightning relaunches sys.argv for the other ranks: with -m each rank would start the whole sweep.
         raise ConfigError("trainer=ddp cannot run inside a Hydra multirun (-m); train one problem per call instead")
+    check_train_settings(cfg)
     prepared = prepare_data(cfg)
     summaries = [train_problem(cfg, data) for data in prepared.values()]
     return sum(s["best_val_accuracy"] for s in summaries) / len(summaries)

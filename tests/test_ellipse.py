@@ -1,0 +1,62 @@
+"""Ellipse post-process: the moment ellipse of the largest component, recovered from noisy blobs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from defectcam.localization.ellipse import ellipse_masks, largest_component_ellipses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def ellipse(size: int, cx: float, cy: float, a: float, b: float, angle: float) -> torch.Tensor:
+    """Filled ellipse (semi-axes a, b, rotated by angle) at pixel centres of a size x size image."""
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    c, s = math.cos(angle), math.sin(angle)
+    u, v = (xs - cx) * c + (ys - cy) * s, -(xs - cx) * s + (ys - cy) * c
+    return (u / a) ** 2 + (v / b) ** 2 <= 1
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+@pytest.mark.parametrize("size", [96, 512])
+def test_ellipse_recovered_from_a_noisy_blob_with_a_satellite(size: int) -> None:
+    scale = size / 96
+    truth = torch.stack([ellipse(size, 40 * scale, 55 * scale, 22 * scale, 9 * scale, 0.6),
+                         ellipse(size, 60 * scale, 30 * scale, 12 * scale, 12 * scale, 0.0)])
+    g = torch.Generator().manual_seed(0)
+    maps = 0.7 * truth.float() + 0.45 * torch.rand(truth.shape, generator=g)
+    maps[0, : int(10 * scale), : int(10 * scale)] = 0.95  # a smaller bright satellite, away from the defect
+    maps = F.avg_pool2d(maps.unsqueeze(1), 3, 1, 1).squeeze(1)  # ragged, not elliptical, edges
+    raw = maps >= 0.55
+    fitted = ellipse_masks(maps, 0.55)
+    assert iou(fitted[0], truth[0]) > 0.95 and iou(fitted[1], truth[1]) > 0.95
+    assert iou(fitted[0], truth[0]) > iou(raw[0], truth[0]) + 0.05  # the fit beats the map with its satellite
+    assert not fitted[0, : int(10 * scale), : int(10 * scale)].any()  # the satellite is dropped
+
+
+def test_empty_single_pixel_and_separate_images() -> None:
+    binary = torch.zeros(3, 16, 16, dtype=torch.bool)
+    binary[1, 7, 9] = True
+    binary[2, 0, :] = True  # touches image 1's edge in the stack: must not join it
+    fit = largest_component_ellipses(binary, (16, 16))
+    assert fit.present.tolist() == [False, True, True]
+    assert fit.centre[1].tolist() == [9.5, 7.5]
+    assert torch.allclose(fit.covariance[1], torch.eye(2, dtype=torch.float64) / 12)  # one pixel: its own variance
+    drawn = ellipse_masks(binary.float(), 0.5)
+    assert not drawn[0].any() and drawn[1].sum() == 1 and drawn[1, 7, 9]
+    assert drawn[2, 0].all() and not drawn[2, 3:].any()
+
+
+def test_moments_follow_the_full_size_from_a_coarse_grid() -> None:
+    """Found on a 128 grid, drawn at 512: the ellipse keeps its place and size in full-size pixels."""
+    truth = ellipse(512, 300.0, 200.0, 90.0, 40.0, -0.4)
+    maps = truth.float().unsqueeze(0)
+    fitted = ellipse_masks(maps, 0.5)
+    assert iou(fitted[0], truth) > 0.97
