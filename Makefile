@@ -11,11 +11,12 @@ EXPERIMENT ?= quick
 ARGS ?=
 RUN = experiment=$(EXPERIMENT) $(ARGS)
 SWEEP_THRESHOLDS ?= 0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6
+SEEDS ?= 0,1,2
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # This machine's pip configuration names local indexes that may not exist; their warnings are noise.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup data train evaluate cams localize report reproduce sweep bench test clean
+.PHONY: setup data train evaluate cams localize report reproduce sweep seeds bench test clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +52,11 @@ reproduce: setup
 # with the joblib launcher; gathered into outputs/<experiment>/sweep/sweep.csv and sweep.png.
 sweep: setup
 	$(BIN)/defectcam-localize -m $(RUN) localize.threshold=$(SWEEP_THRESHOLDS) hydra/launcher=joblib hydra.launcher.n_jobs=2
+
+# Every stage once per training seed, each in outputs/<experiment>_seeds/seed_<k>/ (the split stays fixed by
+# data.split_seed); a Hydra callback writes mean and std over seeds to outputs/<experiment>_seeds/seeds/.
+seeds: setup
+	$(BIN)/defectcam-reproduce -m $(RUN) seed=$(SEEDS) 'paths.output_dir=$${paths.root_dir}/outputs/$${experiment_name}_seeds/seed_$${seed}'
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cams.py

@@ -71,6 +71,28 @@ def test_localization_table(pipeline) -> None:
     assert (summary["layer"] != "-").all()  # entries are CAMs; the best baseline stands beside them
 
 
+def test_classifier_gate_follows_the_classifier_decisions(pipeline) -> None:
+    """Under gate=classifier, an image the classifier calls defect-free predicts nothing (the evaluate stage's decisions)."""
+    for problem in (1, 2):
+        folder = pipeline["out"] / f"problem_{problem}"
+        decisions = pd.read_csv(folder / "predictions.csv").set_index("image_id")
+        images = pd.read_csv(folder / "localization_images.csv")
+        for gate, group in images.groupby("gate"):
+            rejected = group[decisions.loc[group["image_id"], "pred"].to_numpy() == 0]
+            if gate == "classifier":
+                assert (rejected["iou"] == 0).all()
+                assert (rejected["all_iou"] == (~rejected["defective"]).astype(float)).all()
+        gated = images[images["gate"] == "classifier"].set_index(["method", "layer", "postprocess", "image_id"])["iou"]
+        ungated = images[images["gate"] == "none"].set_index(["method", "layer", "postprocess", "image_id"])["iou"]
+        kept = decisions.loc[gated.index.get_level_values("image_id"), "pred"].to_numpy() == 1
+        # kept images score alike (the thresholds may differ per gate: compare only where they agree)
+        table = pd.read_csv(folder / "localization.csv").query("split == 'test' and selection == 'val-best'")
+        same = table.pivot_table(index=["method", "layer", "postprocess"], columns="gate", values="threshold")
+        same = same[same["none"] == same["classifier"]].index
+        mask = gated.index.droplevel("image_id").isin(same) & kept
+        assert (gated[mask].to_numpy() == ungated.loc[gated.index[mask]].to_numpy()).all()
+
+
 def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:
     cache = torch.load(pipeline["out"] / "problem_1" / "cams" / "cams.pt", weights_only=True)
     assert {"val", "test", "meta"} <= set(cache)

@@ -26,7 +26,7 @@ from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
 CACHE_NAME, META_NAME = "cams.pt", "cams_meta.json"
-CACHE_FORMAT = 2  # 2: per-map float16 codes of the map's own range (1: plain float16)
+CACHE_FORMAT = 3  # 3: + logit margins; 2: per-map float16 codes of the map's own range (1: plain float16)
 
 
 def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
@@ -91,19 +91,23 @@ def fresh_cams(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
 
 
 def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: torch.device, desc: str) -> dict[str, Any]:
-    """Encoded raw maps[method][layer] (N, h, w; see cams/storage.py), rows and p_defect of one part."""
+    """Encoded raw maps[method][layer] (N, h, w; see cams/storage.py), rows, p_defect and logit margins of one part."""
     target = 1 if cfg.cam.target == "defect" else "predicted"
-    rows, p_defect, maps = [], [], {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
+    rows, p_defect, margins = [], [], []
+    maps: dict[str, dict[str, list[torch.Tensor]]] = {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):  # None: no bar when not a terminal
         result = extract_cams(module.net, batch["image"].to(device), list(cfg.cam.layers), list(cfg.cam.methods), target)
         rows.append(batch["row"])
-        p_defect.append(result.logits.float().softmax(1)[:, 1].cpu())
+        logits = result.logits.float().cpu()
+        p_defect.append(logits.softmax(1)[:, 1])
+        margins.append(logits[:, 1] - logits[:, 0])  # the classifier's decision (and the gate's) without saturation
         for method, per_layer in result.maps.items():
             for layer, raw in per_layer.items():
                 maps[method][layer].append(raw.detach().float().cpu())
     return {
         "rows": torch.cat(rows),
         "p_defect": torch.cat(p_defect),
+        "logit_margin": torch.cat(margins),
         "maps": {m: {layer: encode_maps(torch.cat(chunks)) for layer, chunks in per.items()} for m, per in maps.items()},
     }
 

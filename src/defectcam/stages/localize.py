@@ -64,7 +64,7 @@ def parts_of(cache: dict[str, Any], part: str, data: ProblemData) -> tuple[dict[
     rows = cache[part]["rows"].numpy()
     labels = torch.as_tensor(data.table["label"].to_numpy()[rows] == 1)
     truth = {"masks": masks_tensor([data.mask_of(int(row)) for row in rows]), "defective": labels,
-             "predicted": predict(cache[part]["p_defect"]).bool(), "rows": torch.as_tensor(rows)}
+             "predicted": predict(cache[part]["logit_margin"]).bool(), "rows": torch.as_tensor(rows)}
     return cache[part]["maps"], truth
 
 
