@@ -10,8 +10,8 @@ a^2/4 and b^2/4, so the ellipse with a region's mean mu and covariance S is
 
 Components are found on a coarse grid (at most ``ANALYSIS_SIZE`` pixels a side, by area
 averaging of the map) by one SciPy ``ndimage.label`` call over the whole stack (in-plane
-8-connectivity, never across images), and the moments of each image's largest component come
-from one pass of sums; the ellipse is then drawn at the full size. CAM maps are smooth
+8-connectivity, never across images), and the moments of every component come from one pass
+of weighted counts; the ellipse is then drawn at the full size. CAM maps are smooth
 upsamplings of maps of 8x8 to 128x128 cells, so the coarse grid loses no component that matters
 and keeps the cost independent of the mask resolution (512 on DAGM).
 """
@@ -55,37 +55,33 @@ def largest_component_ellipses(binary: Tensor, full_size: tuple[int, int]) -> El
     image's largest 8-connected component (ties: the component found first in raster order)."""
     n, height, width = binary.shape
     labels, count = ndimage.label(binary.cpu().numpy(), structure=_STRUCTURE)
-    best = np.zeros(n, dtype=np.int64)  # 0: no component
-    if count:
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-        image_of = np.array([box[0].start for box in ndimage.find_objects(labels)])  # a label lives in one image
-        # Per image: the largest component; among equal sizes the lowest label (first in raster order).
-        order = np.lexsort((np.arange(count), -sizes, image_of))
-        images, first = np.unique(image_of[order], return_index=True)
-        best[images] = order[first] + 1
-    flat = labels.reshape(n, -1)
-    chosen = torch.from_numpy((flat == best[:, None]) & (best[:, None] > 0)).reshape(n, height, width)
-    return _moments(chosen, full_size)
-
-
-def _moments(region: Tensor, full_size: tuple[int, int]) -> Ellipses:
-    """Mean and covariance (pixel variance included) of each image's region, in full-size pixel units."""
-    n, height, width = region.shape
     step_y, step_x = full_size[0] / height, full_size[1] / width
-    ys = (torch.arange(height, dtype=torch.float64) + 0.5) * step_y
-    xs = (torch.arange(width, dtype=torch.float64) + 0.5) * step_x
-    weight = region.to(torch.float64)
-    area = weight.sum((1, 2))
-    present = area > 0
-    safe = area.clamp(min=1)
-    row_mass, col_mass = weight.sum(2), weight.sum(1)  # (N, h), (N, w)
-    mean_y, mean_x = (row_mass @ ys) / safe, (col_mass @ xs) / safe
-    var_y = (row_mass @ ys.square()) / safe - mean_y.square()
-    var_x = (col_mass @ xs.square()) / safe - mean_x.square()
-    cov_xy = torch.einsum("nyx,y,x->n", weight, ys, xs) / safe - mean_x * mean_y
-    covariance = torch.stack([torch.stack([var_x + step_x**2 / 12, cov_xy], -1),
-                              torch.stack([cov_xy, var_y + step_y**2 / 12], -1)], -2)
-    return Ellipses(torch.stack([mean_x, mean_y], -1), covariance, present)
+    centre = np.zeros((n, 2))
+    covariance = np.tile(np.diag([step_x**2 / 12, step_y**2 / 12]), (n, 1, 1))  # a pixel's own variance
+    present = np.zeros(n, dtype=bool)
+    if count:
+        flat = labels.ravel()
+        where = np.flatnonzero(flat)
+        ids = flat[where]
+        ys = ((where // width) % height + 0.5) * step_y  # pixel centres in full-size units
+        xs = (where % width + 0.5) * step_x
+        size, sx, sy, sxx, syy, sxy = (np.bincount(ids, weights=w, minlength=count + 1)
+                                       for w in (None, xs, ys, xs * xs, ys * ys, xs * ys))
+        # Components never span images and scipy numbers them in raster order: image i owns a contiguous
+        # range of labels, ending at its largest label.
+        last = np.maximum.accumulate(labels.reshape(n, -1).max(1))
+        image_of = np.searchsorted(last, np.arange(1, count + 1), side="left")
+        order = np.lexsort((np.arange(count), -size[1:], image_of))  # per image: largest, then lowest label
+        images, first = np.unique(image_of[order], return_index=True)
+        best = order[first] + 1
+        area = size[best]
+        mean_x, mean_y = sx[best] / area, sy[best] / area
+        var_x, var_y = sxx[best] / area - mean_x**2, syy[best] / area - mean_y**2
+        cov_xy = sxy[best] / area - mean_x * mean_y
+        centre[images] = np.stack([mean_x, mean_y], -1)
+        covariance[images] += np.stack([np.stack([var_x, cov_xy], -1), np.stack([cov_xy, var_y], -1)], -2)
+        present[images] = True
+    return Ellipses(torch.from_numpy(centre), torch.from_numpy(covariance), torch.from_numpy(present))
 
 
 def draw_ellipses(ellipses: Ellipses, size: tuple[int, int]) -> Tensor:

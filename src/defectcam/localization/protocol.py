@@ -44,8 +44,8 @@ ROW_KEYS = (
 )
 CURVE_KEYS = ("split", "gate", "postprocess", "threshold", *CURVE_SCORES)
 QUANTILES = 256  # candidate thresholds drawn from the pooled validation values
-ELLIPSE_COARSE = 24  # ellipse search: candidates tried first, then ELLIPSE_REFINE between the best's neighbours
-ELLIPSE_REFINE = 8
+ELLIPSE_COARSE = 16  # ellipse search: candidates tried first, then ELLIPSE_REFINE between the best's neighbours
+ELLIPSE_REFINE = 6
 _QUANTILE_SAMPLE = 1 << 20  # pixels drawn (evenly) to estimate the quantiles
 
 
@@ -130,7 +130,7 @@ def _curves(part: Part, counts: tuple[Tensor, Tensor, Tensor], thresholds: Tenso
 
 def _best(curves: SplitCurves, select_on: str) -> int:
     """Index of the best threshold on `select_on`; ties go to the lowest threshold."""
-    score = getattr(curves, select_on)
+    score = getattr(curves, select_on).cpu()  # thresholds live on the CPU
     tied = torch.nonzero(score >= score.max() - 1e-12).reshape(-1)
     return int(tied[curves.thresholds[tied].argmin()])
 
@@ -209,9 +209,10 @@ def _slice(curves: SplitCurves, index: slice) -> SplitCurves:
 
 
 def _ellipse(result: EntryResult, val: Part, test: Part, protocol: Protocol, candidates: Tensor) -> None:
-    """Ellipse post-process: coarse-to-fine search of the validation threshold per gate."""
-    coarse = candidates[torch.linspace(0, len(candidates) - 1, min(ELLIPSE_COARSE, len(candidates))).round().long().unique()]
-    tried = coarse
+    """Ellipse post-process: coarse-to-fine search of the validation threshold per gate (each point is a labelling)."""
+    fixed = torch.tensor(list(protocol.fixed_thresholds), dtype=torch.float64)
+    pick = torch.linspace(0, len(candidates) - 1, min(ELLIPSE_COARSE, len(candidates))).round().long().unique()
+    tried = torch.unique(torch.cat([candidates[pick], fixed]))
     counts = ellipse_counts(val.maps, val.masks, tried)
     for gate in protocol.gates:  # refine between the neighbours of this gate's best coarse threshold
         best = _best(_curves(val, counts, tried, gate, "validation"), protocol.select_on)
@@ -220,20 +221,20 @@ def _ellipse(result: EntryResult, val: Part, test: Part, protocol: Protocol, can
         fine = fine[~torch.isin(fine, tried)]
         if len(fine):
             extra = ellipse_counts(val.maps, val.masks, fine)
-            tried = torch.cat([tried, fine])
-            counts = tuple(torch.cat([a, b]) for a, b in zip(counts, extra))  # type: ignore[assignment]
-    order = torch.argsort(tried)
-    tried, counts = tried[order], tuple(c[order] for c in counts)  # type: ignore[assignment]
+            order = torch.argsort(torch.cat([tried, fine]))
+            tried = torch.cat([tried, fine])[order]
+            counts = tuple(torch.cat([a, b])[order] for a, b in zip(counts, extra))  # type: ignore[assignment]
     searched = {gate: _curves(val, counts, tried, gate, "validation") for gate in protocol.gates}
     chosen = [float(tried[_best(searched[gate], protocol.select_on)]) for gate in protocol.gates]
-    # Thresholds are fixed from here on; the test split is read only below.
-    thresholds = torch.tensor(chosen + list(protocol.fixed_thresholds), dtype=torch.float64)
-    val_counts = ellipse_counts(val.maps, val.masks, thresholds)
-    test_counts = ellipse_counts(test.maps, test.masks, thresholds)
+    # Thresholds are fixed from here on; the test split is read only below, once per distinct threshold.
+    thresholds = torch.tensor(chosen + fixed.tolist(), dtype=torch.float64)
+    distinct, position = torch.unique(thresholds, return_inverse=True)
+    test_counts = tuple(c[position] for c in ellipse_counts(test.maps, test.masks, distinct))
+    val_counts = tuple(c[torch.searchsorted(tried, thresholds)] for c in counts)  # every one was tried
     fixed_index = list(range(len(chosen), len(thresholds)))
     for g, gate in enumerate(protocol.gates):
-        val_rows = _curves(val, val_counts, thresholds, gate, "validation")
-        test_rows = _curves(test, test_counts, thresholds, gate, "test")
+        val_rows = _curves(val, val_counts, thresholds, gate, "validation")  # type: ignore[arg-type]
+        test_rows = _curves(test, test_counts, thresholds, gate, "test")  # type: ignore[arg-type]
         # A binary ellipse has no ranking: threshold-free pixel scores stay NaN for these rows.
         _report(result, val_rows, test_rows, g, fixed_index, gate, "ellipse", protocol, (math.nan, math.nan))
         result.curves += _curve_rows(searched[gate], "val", gate, "ellipse")

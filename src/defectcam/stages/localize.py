@@ -27,6 +27,7 @@ from defectcam.localization.entries import fusions_from, masks_tensor, scored_en
 from defectcam.localization.protocol import scores_at
 from defectcam.report.figures import save_figure, threshold_curves
 from defectcam.stages.cams import fresh_cams, load_cam_cache
+from defectcam.stages.common import inference_device
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import output_dir, to_plain
 from defectcam.stages.shell import stage_entry
@@ -57,15 +58,16 @@ def localize_meta(cfg: DictConfig, cams: dict[str, Any]) -> dict[str, Any]:
             "fusions": to_plain(cfg.cam.fusions) or {}, "seed": int(cfg.seed)}
 
 
-def parts_of(cache: dict[str, Any], part: str, data: ProblemData) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """Raw maps of one cached part and its native-size masks, labels and classifier decisions, in cache order."""
+def parts_of(cache: dict[str, Any], part: str, data: ProblemData, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Raw maps of one cached part and its native-size masks, labels and classifier decisions, in cache order, on device."""
     if part not in cache:
         raise ConfigError(f"cam.parts: the CAM cache holds no {part!r} part; localization needs val and test")
     rows = cache[part]["rows"].numpy()
     labels = torch.as_tensor(data.table["label"].to_numpy()[rows] == 1)
-    truth = {"masks": masks_tensor([data.mask_of(int(row)) for row in rows]), "defective": labels,
-             "predicted": predict(cache[part]["logit_margin"]).bool(), "rows": torch.as_tensor(rows)}
-    return cache[part]["maps"], truth
+    truth = {"masks": masks_tensor([data.mask_of(int(row)) for row in rows]).to(device), "defective": labels.to(device),
+             "predicted": predict(cache[part]["logit_margin"]).bool().to(device), "rows": torch.as_tensor(rows)}
+    maps = {m: {layer: raw.to(device) for layer, raw in per.items()} for m, per in cache[part]["maps"].items()}
+    return maps, truth
 
 
 def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int]) -> Iterator[tuple[str, str, torch.Tensor]]:
@@ -88,8 +90,8 @@ def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
     meta_path = out / META_FILE
     if all((out / name).is_file() for name in RESULT_FILES) and meta_path.is_file() and read_json(meta_path) == meta and not cfg.localize.force:
         return pd.read_csv(out / "localization.csv")
-    cache = load_cam_cache(out)
-    (val_raw, val_truth), (test_raw, test_truth) = parts_of(cache, "val", data), parts_of(cache, "test", data)
+    cache, device = load_cam_cache(out), inference_device(cfg)  # on the GPU when the trainer uses one
+    (val_raw, val_truth), (test_raw, test_truth) = parts_of(cache, "val", data, device), parts_of(cache, "test", data, device)
     protocol = protocol_of(cfg)
     rows, curves, images = [], [], []
     test_ids = data.table["image_id"].to_numpy()[test_truth["rows"].numpy()]
@@ -132,7 +134,7 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict
     thresholds = torch.tensor([threshold], dtype=torch.float64)
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for part in ("val", "test"):
-        raw, truth = parts_of(cache, part, data)
+        raw, truth = parts_of(cache, part, data, inference_device(cfg))
         for method, layer, maps in entries_for(cfg, raw, data.native_size):
             for postprocess in cfg.localize.postprocess:
                 per_gate = scores_at(_part(maps, truth), thresholds, str(postprocess), [str(g) for g in cfg.localize.gates])
