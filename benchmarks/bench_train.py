@@ -81,12 +81,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--sampler", default="balanced", choices=["none", "balanced"], help="train batches (the quick recipe: balanced)")
     args = parser.parse_args()
     device = torch.device(args.device)
     bf16 = args.precision.startswith("bf16")
     channels_last = device.type == "cuda"
     data = fake_problem(args.images, args.size)
-    datamodule = DefectDataModule(data, 0.5, 0.25, batch_size=args.batch, num_workers=args.workers, augment=train_augmentation(),
+    datamodule = DefectDataModule(data, 0.5, 0.25, batch_size=args.batch, num_workers=args.workers, augment=train_augmentation(), sampler=args.sampler,
                                   pin_memory=device.type == "cuda")
 
     torch.manual_seed(0)

@@ -60,3 +60,27 @@ def test_moments_follow_the_full_size_from_a_coarse_grid() -> None:
     maps = truth.float().unsqueeze(0)
     fitted = ellipse_masks(maps, 0.5)
     assert iou(fitted[0], truth) > 0.97
+
+
+def test_counting_without_drawing_equals_counting_the_drawn_ellipses() -> None:
+    from defectcam.localization.ellipse import Ellipses, draw_ellipses, ellipse_counts, pixels_inside
+
+    g = torch.Generator().manual_seed(3)
+    n = 64
+    centre = torch.rand(n, 2, generator=g, dtype=torch.float64) * 80 - 8  # some centres outside the image
+    axes = torch.rand(n, 2, generator=g, dtype=torch.float64) * 30 + 0.3
+    angle = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
+    rot = torch.stack([torch.stack([angle.cos(), -angle.sin()], -1), torch.stack([angle.sin(), angle.cos()], -1)], -2)
+    covariance = rot @ torch.diag_embed(axes.square() / 4) @ rot.transpose(1, 2) + torch.eye(2, dtype=torch.float64) / 12
+    present = torch.rand(n, generator=g) > 0.1
+    fitted = Ellipses(centre, covariance, present)
+    assert torch.equal(pixels_inside(fitted, (64, 72)), draw_ellipses(fitted, (64, 72)).sum((1, 2)))
+    # and the post-process's counts equal those of the drawn masks
+    maps = F.avg_pool2d(torch.rand(6, 1, 48, 48, generator=g), 5, 1, 2).squeeze(1)
+    masks = torch.rand(6, 48, 48, generator=g) > 0.8
+    thresholds = torch.tensor([0.3, 0.5, 0.55])
+    tp, fp, fn = ellipse_counts(maps, masks, thresholds)
+    for k, t in enumerate(thresholds.tolist()):
+        drawn = ellipse_masks(maps, t)
+        assert torch.equal(tp[k], (drawn & masks).sum((1, 2))) and torch.equal(fp[k], (drawn & ~masks).sum((1, 2)))
+        assert torch.equal(fn[k], (~drawn & masks).sum((1, 2)))

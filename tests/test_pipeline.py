@@ -152,13 +152,6 @@ def test_foreign_or_mismatched_checkpoint_is_a_clear_error(pipeline, tmp_path: P
         load_classifier(tmp_path / "foreign.ckpt")
 
 
-def test_changed_cam_config_recomputes_the_cache(pipeline) -> None:
-    cache = pipeline["out"] / "problem_1" / "cams" / "cams.pt"
-    result = run_cli("cams", *pipeline["overrides"], "cam.methods=[gradcam,hirescam]", "cam.fusions=null", "data.problems=[1]")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert set(torch.load(cache, weights_only=True)["test"]["maps"]) == {"gradcam", "hirescam"}
-
-
 def test_whole_pipeline_on_a_real_layout_dagm_tree(dagm_root: Path, tmp_path: Path) -> None:
     """defectcam-reproduce experiment=quick data=dagm data.root=<tree> ... runs through (loader workers included)."""
     out = tmp_path / "out"

@@ -84,7 +84,8 @@ def test_checkpoint_without_settings_is_refused(tmp_path: Path) -> None:
         ("trainer.strategy", "trainer.strategy=ddp_spawn", "ddp_spawn"),
         ("trainer.num_nodes", "trainer.num_nodes=2", 2),
         ("train.early_stopping.patience", "train.early_stopping.patience=99", 99),
-        ("train.monitor", "train.monitor=val/auc", "val/auc"),
+        ("train.monitor", "train.monitor=val/acc", "val/acc"),
+        ("train.early_stopping.start_fraction", "train.early_stopping.start_fraction=0.9", 0.9),
     ],
 )
 def test_other_changed_settings_are_named(unfinished, key: str, override: str, new: object, compose_cfg) -> None:

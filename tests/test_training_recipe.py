@@ -1,4 +1,5 @@
-"""The training recipe's parts: warm-up + cosine schedule, best.ckpt by a chosen monitor, early stopping."""
+"""The training recipe's parts: warm-up + cosine schedule, best.ckpt by a chosen monitor, early stopping
+that ignores the first epochs, and the quick experiment's settings on both datasets."""
 
 from __future__ import annotations
 
@@ -74,12 +75,19 @@ def test_nan_auc_never_beats_a_number(tmp_path: Path) -> None:
     assert _best_epoch(tmp_path, "val/auc", epochs) == 1
 
 
+def test_nan_auc_everywhere_still_gives_a_best_checkpoint(tmp_path: Path) -> None:
+    # Validation without a defective image: AUC is NaN every epoch; the lowest loss decides.
+    epochs = [{"val/acc": 0.9, "val/loss": loss, "val/auc": math.nan} for loss in (0.3, 0.1, 0.2)]
+    assert _best_epoch(tmp_path, "val/auc", epochs) == 1
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
         ("train.monitor=val/f1", "train.monitor: 'val/f1'"),
         ("train.early_stopping.monitor=loss", "train.early_stopping.monitor: 'loss'"),
         ("train.early_stopping.patience=-1", "train.early_stopping.patience: -1"),
+        ("train.early_stopping.start_fraction=1.5", "train.early_stopping.start_fraction: 1.5"),
     ],
 )
 def test_unknown_recipe_settings_are_refused(compose_cfg, override: str, message: str) -> None:
@@ -87,13 +95,24 @@ def test_unknown_recipe_settings_are_refused(compose_cfg, override: str, message
         check_train_settings(compose_cfg(override))
 
 
-def test_early_stopping_ends_training_and_best_is_kept(tmp_path: Path) -> None:
-    # min_delta 2: no accuracy can improve by 2, so every epoch after the first counts as no improvement.
+def test_early_stopping_watches_from_its_start_epoch(tmp_path: Path) -> None:
+    # min_delta 2: no accuracy can improve by 2, so every watched epoch after the first is "no improvement".
+    # start_fraction 0.5 of 6 epochs: epochs 0-2 are ignored, epoch 3 sets the reference, epoch 4 stops it.
     overrides = [*tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]"), "trainer.max_epochs=6",
                  "train.early_stopping.monitor=val/acc", "train.early_stopping.patience=1",
-                 "train.early_stopping.min_delta=2.0", "train.early_stopping.min_epochs=3"]
+                 "train.early_stopping.min_delta=2.0", "train.early_stopping.start_fraction=0.5"]
     result = run_cli("train", *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "problem_1" / "train_summary.json").read_text())
-    assert summary["epochs"] == 3 and summary["stopped_early"]  # would stop after 2, min_epochs holds it to 3
-    assert 0 <= summary["best_epoch"] < 3
+    assert summary["epochs"] == 5 and summary["stopped_early"]  # watching from epoch 0 would stop after 2
+    assert 0 <= summary["best_epoch"] < 5
+
+
+def test_quick_recipe_on_both_datasets(compose_cfg) -> None:
+    synthetic, real = compose_cfg(), compose_cfg("data=dagm")
+    for cfg in (synthetic, real):
+        assert cfg.data.sampler == "balanced" and cfg.train.monitor == "val/auc"
+        assert cfg.train.early_stopping.monitor == "val/loss" and cfg.optim.scheduler._target_.endswith("warmup_cosine")
+    # Only the schedule's length differs: real defects need the longer one.
+    assert (synthetic.trainer.max_epochs, real.trainer.max_epochs) == (8, 20)
+    assert compose_cfg("experiment=paper").trainer.max_epochs == 10  # other experiments keep their own

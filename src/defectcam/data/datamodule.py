@@ -35,7 +35,8 @@ class DefectDataset(Dataset):
         image = np.asarray(self.data.images[row])
         if self.augment is not None:
             image = self.augment(image=image)["image"]
-        gray = (torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0) - self.mean) / self.std
+        # A writable copy (64 KiB at 256 px): the cache is a read-only memory map, which torch cannot wrap safely.
+        gray = (torch.from_numpy(np.array(image, dtype=np.uint8)).float().div_(255.0) - self.mean) / self.std
         return {
             "image": gray.unsqueeze(0).expand(3, -1, -1).contiguous(),
             "label": int(self.labels[row]),

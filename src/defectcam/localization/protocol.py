@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from defectcam.localization.bootstrap import bootstrap_interval
-from defectcam.localization.ellipse import ellipse_masks
+from defectcam.localization.ellipse import ellipse_counts
 from defectcam.localization.exact import best_exact_threshold, sort_pixels
 from defectcam.localization.iou import confusion_curve
 from defectcam.localization.pixel_scores import pixel_scores
@@ -43,7 +43,7 @@ ROW_KEYS = (
     "image_false_alarm", "pixel_auroc", "pxap", "n_defective", "n_defect_free",
 )
 CURVE_KEYS = ("split", "gate", "postprocess", "threshold", *CURVE_SCORES)
-QUANTILES = 256  # candidate thresholds drawn from the pooled validation values
+QUANTILES = 128  # candidate thresholds drawn from the pooled validation values
 ELLIPSE_COARSE = 16  # ellipse search: candidates tried first, then ELLIPSE_REFINE between the best's neighbours
 ELLIPSE_REFINE = 6
 _QUANTILE_SAMPLE = 1 << 20  # pixels drawn (evenly) to estimate the quantiles
@@ -109,18 +109,6 @@ def candidate_thresholds(val_maps: Tensor, n_thresholds: int, fixed: Sequence[fl
     fixed_t = torch.tensor(list(fixed), dtype=torch.float64)
     # Cast through float32: a float32 map value compares exactly against its own float32 threshold.
     return torch.unique(torch.cat([grid, fixed_t, pooled.float().double()]))
-
-
-def _counts(pred_or_maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(N, H, W) bool prediction -> tp, fp, fn, each int64 (N,)."""
-    tp = (pred_or_maps & masks).flatten(1).sum(1)
-    return tp, pred_or_maps.flatten(1).sum(1) - tp, masks.flatten(1).sum(1) - tp
-
-
-def ellipse_counts(maps: Tensor, masks: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(T,) thresholds -> tp, fp, fn, each (T, N), of the ellipse post-process at each threshold."""
-    per_threshold = [_counts(ellipse_masks(maps, float(t)), masks) for t in thresholds.tolist()]
-    return tuple(torch.stack(column) for column in zip(*per_threshold))  # type: ignore[return-value]
 
 
 def _curves(part: Part, counts: tuple[Tensor, Tensor, Tensor], thresholds: Tensor, gate: str, split: str) -> SplitCurves:

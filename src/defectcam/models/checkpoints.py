@@ -1,5 +1,6 @@
-"""Atomic best/last checkpoints (best by a monitored val metric, ties broken by lower val/loss), the run's
-settings stored in last.ckpt at every save, and resumable time to train."""
+"""Training callbacks: atomic best/last checkpoints (best by a monitored val metric, ties broken by lower
+val/loss), the run's settings stored in last.ckpt at every save, resumable time to train, and early
+stopping that starts watching after the noisy first epochs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping
 
 from defectcam.errors import ConfigError
 
@@ -107,3 +109,21 @@ class BestAndLastCheckpoint(pl.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, self.dirpath / name)
         trainer.strategy.barrier()
+
+
+class EarlyStoppingFrom(EarlyStopping):
+    """Lightning's EarlyStopping that ignores the validations of epochs before `start_epoch`.
+
+    From scratch, with a high learning rate, the first epochs' val loss jumps, and the prior-only model of
+    epoch 0 (every image defect-free) can score a val loss later epochs need many epochs to beat. Lightning's
+    own `min_epochs` does not help: a stop requested early is only postponed, never withdrawn. Here the
+    early epochs never set the reference, so the run stops only after `patience` epochs without improving
+    on the best epoch since `start_epoch` (at the earliest after epoch start_epoch + patience).
+    """
+
+    def __init__(self, start_epoch: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_epoch = start_epoch
+
+    def _should_skip_check(self, trainer: pl.Trainer) -> bool:
+        return super()._should_skip_check(trainer) or trainer.current_epoch < self.start_epoch

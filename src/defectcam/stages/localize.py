@@ -150,6 +150,8 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict
 def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     """The localize stage. Returns the mean validation mIoU (what a sweeper may optimize; never test)."""
     prepared = prepare_data(cfg)
+    if cfg.localize.threads is not None:
+        torch.set_num_threads(int(cfg.localize.threads))
     if cfg.localize.threshold is None:
         tables = [localize_problem(cfg, data) for data in prepared.values()]
         val = pd.concat(tables).query("split == 'val' and selection == 'val-best'")

@@ -46,6 +46,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.problems: {problems} must be a non-empty list of DAGM class numbers (1..10)")
     _check_number(cfg, "localize.n_thresholds", minimum=2, integer=True)
     _check_number(cfg, "localize.bootstrap", minimum=1, integer=True)
+    if cfg.localize.threads is not None:
+        _check_number(cfg, "localize.threads", minimum=1, integer=True)
     _check_number(cfg, "evaluate.latency_images", minimum=1, integer=True)
     _check_number(cfg, "evaluate.warmup", minimum=0, integer=True)
     _check_names(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from defectcam.data.datamodule import DefectDataModule
@@ -21,7 +21,7 @@ from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError, ModelError, one_line
 from defectcam.io import read_json, write_json
 from defectcam.models.backbone import build_backbone
-from defectcam.models.checkpoints import SETTINGS_KEY, BestAndLastCheckpoint, monitor_mode
+from defectcam.models.checkpoints import SETTINGS_KEY, BestAndLastCheckpoint, EarlyStoppingFrom, monitor_mode
 from defectcam.models.module import DefectClassifier
 from defectcam.stages.data import prepare_data
 from defectcam.stages.common import datamodule_for, normalization_for
@@ -51,12 +51,13 @@ def build_classifier(cfg: DictConfig, normalization: tuple[float, float]) -> Def
     )
 
 
-def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
-    """Lightning's EarlyStopping on train.early_stopping.monitor (None when it is null: train max_epochs)."""
+def early_stopping(cfg: DictConfig) -> EarlyStoppingFrom | None:
+    """Early stopping on train.early_stopping.monitor from its start_epoch on (None when monitor is null: train max_epochs)."""
     options = cfg.train.early_stopping
     if options.monitor is None:
         return None
-    return EarlyStopping(
+    return EarlyStoppingFrom(
+        start_epoch=stopping_start_epoch(cfg),
         monitor=str(options.monitor),
         mode=monitor_mode(str(options.monitor), "train.early_stopping.monitor"),
         patience=int(options.patience),
@@ -66,6 +67,11 @@ def early_stopping(cfg: DictConfig) -> EarlyStopping | None:
     )
 
 
+def stopping_start_epoch(cfg: DictConfig) -> int:
+    """The first epoch (0-based) early stopping watches: train.early_stopping.start_fraction of trainer.max_epochs."""
+    return math.ceil(float(cfg.train.early_stopping.start_fraction) * int(cfg.trainer.max_epochs))
+
+
 def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint) -> pl.Trainer:
     """A Lightning Trainer from cfg.trainer, logging to TensorBoard under the problem folder."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -73,7 +79,6 @@ def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint)
     stopper = early_stopping(cfg)
     return pl.Trainer(
         **options,
-        min_epochs=int(cfg.train.early_stopping.min_epochs) if stopper else None,
         default_root_dir=str(out),
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""),
         callbacks=[stopper, checkpoint] if stopper else [checkpoint],  # stopper first: last.ckpt gets its new state
@@ -90,9 +95,11 @@ def check_train_settings(cfg: DictConfig) -> None:
     options = cfg.train.early_stopping
     if options.monitor is not None:
         monitor_mode(str(options.monitor), "train.early_stopping.monitor")
-    for key, value in (("patience", options.patience), ("min_epochs", options.min_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"train.early_stopping.{key}: {value!r} must be an integer >= 0")
+    patience, start = options.patience, options.start_fraction
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+        raise ConfigError(f"train.early_stopping.patience: {patience!r} must be an integer >= 0")
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 <= start <= 1:
+        raise ConfigError(f"train.early_stopping.start_fraction: {start!r} must be a number in [0, 1]")
 
 
 def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[float, float]) -> DefectDataModule:
