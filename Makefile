@@ -63,8 +63,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_train.py
 
+# Two workers, one per core (one OpenMP thread each: tests/conftest.py).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf outputs multirun data/synthetic data/.synthetic.lock .pytest_cache build dist

@@ -8,9 +8,14 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+# One OpenMP thread per test process (and the CLI processes they start): the suite runs on two xdist
+# workers, and two workers each spinning two OpenMP threads on two cores ran tensor code up to 10x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from filelock import FileLock  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dagm_tree import make_tree  # noqa: E402
@@ -80,9 +85,19 @@ def dagm_root(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """One tiny end-to-end reproduce run (2 problems), shared by the tests that read its outputs."""
-    base = tmp_path_factory.mktemp("pipeline")
+    """One tiny end-to-end reproduce run (2 problems), shared by the tests that read its outputs.
+
+    Built once per test session, also across xdist workers: the first worker builds it under a file
+    lock in the folder the workers share, the others wait and reuse it.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above every worker's own
+    base = shared / "pipeline"
     overrides = tiny_overrides(base / "synthetic", base / "out")
-    result = run_cli("reproduce", *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {"out": base / "out", "overrides": overrides, "first_run": result}
+    with FileLock(shared / "pipeline.lock"):
+        if not (base / "built").is_file():
+            result = run_cli("reproduce", *overrides)
+            assert result.returncode == 0, result.stderr[-3000:]
+            (base / "built").write_text("ok\n")
+    return {"out": base / "out", "overrides": overrides}
