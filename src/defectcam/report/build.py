@@ -122,7 +122,8 @@ def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
                           "false_alarm", "image_false_alarm"):
                 row[score] = result[score]
             if baseline is not None:
-                row["best_baseline"] = baseline["method"]
+                suffix = "" if baseline["postprocess"] == "none" else f" + {baseline['postprocess']}"
+                row["best_baseline"] = baseline["method"] + suffix
                 row["baseline_miou"] = test.loc[(baseline["method"], baseline["layer"], baseline["postprocess"]), "miou"]
             out.append(row)
     return pd.DataFrame(out)

@@ -12,7 +12,7 @@ import pandas as pd
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+th{background:#f3f3f3}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
 .note{color:#555;font-size:13px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
 .heat td{min-width:64px}.lead{font-size:15px;background:#f7f9fc;border-left:4px solid #4a7bd0;padding:6px 12px}
 """
