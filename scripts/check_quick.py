@@ -5,7 +5,8 @@
 1. every problem reaches test accuracy >= 0.9;
 2. on every problem, LayerCAM's best layer (chosen by validation mIoU) beats every baseline's test mIoU
    by at least 0.10 (10 IoU points, the "clear margin" of docs/cam_math.md, "When a map is localizing").
-Prints one line per problem and exits 1 if any criterion fails.
+Both on the rows comparable to the reference study: raw maps, no classifier gate, no post-process
+(gate=none, postprocess=none). Prints one line per problem and exits 1 if any criterion fails.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def main() -> int:
     for problem_dir in sorted(out.glob("problem_*")):
         rows.append(pd.read_csv(problem_dir / "localization.csv"))
     table = pd.concat(rows)
-    best = table[table["selection"] == "val-best"]
+    plain = (table["gate"] == "none") & (table["postprocess"] == "none")
+    best = table[(table["selection"] == "val-best") & plain]
     failures = 0
     for problem, group in best.groupby("problem"):
         val = group[(group["split"] == "val") & (group["method"] == "layercam")]

@@ -75,3 +75,29 @@ def test_localization_protocol_on_cuda_equals_cpu() -> None:
             for key in a:  # float64 reductions may differ in the last bits between devices
                 same = a[key] == b[key] if isinstance(b[key], str) else a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12, nan_ok=True)
                 assert same, key
+
+
+def test_device_batches_on_cuda_equal_the_host_path() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from defectcam.data.datamodule import DefectDataModule
+    from defectcam.data.device_batches import DeviceImages
+    from defectcam.data.prepare import ProblemData
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"image_id": [f"i{k}" for k in range(12)], "part": "val", "label": [0, 1] * 6,
+                          "mask_row": [-1, 0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5]})
+    data = ProblemData(1, table, rng.integers(0, 256, (12, 64, 64), dtype=np.uint8), np.zeros((6, 64, 64), bool))
+    batch = next(iter(DefectDataModule(data, 0.4, 0.2, batch_size=12).loader("val")))
+    on_gpu = DeviceImages(data, 0.4, 0.2, augment=["flips"]).batch(batch["row"].cuda(), train=False)
+    torch.testing.assert_close(on_gpu.cpu(), batch["image"], rtol=0, atol=1e-6)  # same float32 ops, any device
+
+
+def test_gpu_training_with_device_batches_compile_and_sparse_checkpoints(tmp_path: Path) -> None:
+    overrides = [*tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]"), "trainer=gpu", "trainer.max_epochs=3",
+                 "data.device_cache=true", "trainer.compile=default", "train.last_every_n_epochs=2"]
+    result = run_cli("train", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = torch.load(tmp_path / "out" / "problem_1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 2 and all(key.startswith("net.") for key in last["state_dict"])

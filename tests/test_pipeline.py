@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
                   "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std"]
@@ -91,6 +93,16 @@ def test_classifier_gate_follows_the_classifier_decisions(pipeline) -> None:
         same = same[same["none"] == same["classifier"]].index
         mask = gated.index.droplevel("image_id").isin(same) & kept
         assert (gated[mask].to_numpy() == ungated.loc[gated.index[mask]].to_numpy()).all()
+
+
+def test_check_quick_reads_the_tables_of_a_run(pipeline) -> None:
+    # The tiny run (1 epoch, 32 px) need not pass the criteria; the script must judge it, one line per problem.
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_quick.py"), str(pipeline["out"])],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode in (0, 1), check.stderr[-2000:]
+    lines = check.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["problem 1", "problem 2"]
+    assert all(line.endswith(("ok", "FAIL")) and "LayerCAM layer" in line for line in lines)
 
 
 def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:

@@ -26,6 +26,11 @@ def unfinished(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Pat
     return overrides, base / "out" / "problem_1" / "checkpoints" / "last.ckpt"
 
 
+def _with_output_dir(overrides: list[str], out: Path) -> list[str]:
+    """The same run (same generated data) written to another output folder."""
+    return [o for o in overrides if not o.startswith("paths.output_dir=")] + [f"paths.output_dir={out}"]
+
+
 def test_last_checkpoint_stores_the_settings(unfinished, compose_cfg) -> None:
     overrides, last = unfinished
     stored = torch.load(last, map_location="cpu", weights_only=True)[SETTINGS_KEY]
@@ -66,8 +71,8 @@ def test_resume_with_the_same_settings_continues(unfinished) -> None:
     assert (last.parent.parent / "train_summary.json").is_file()
 
 
-def test_checkpoint_without_settings_is_refused(tmp_path: Path) -> None:
-    overrides = tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]")
+def test_checkpoint_without_settings_is_refused(unfinished, tmp_path: Path) -> None:
+    overrides = _with_output_dir(unfinished[0], tmp_path / "out")  # reuses the generated data
     last = tmp_path / "out" / "problem_1" / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     torch.save({"epoch": 0, "state_dict": {}}, last)  # what an older defectcam wrote: no settings

@@ -97,15 +97,15 @@ def test_unknown_recipe_settings_are_refused(compose_cfg, override: str, message
 
 def test_early_stopping_watches_from_its_start_epoch(tmp_path: Path) -> None:
     # min_delta 2: no accuracy can improve by 2, so every watched epoch after the first is "no improvement".
-    # start_fraction 0.5 of 6 epochs: epochs 0-2 are ignored, epoch 3 sets the reference, epoch 4 stops it.
-    overrides = [*tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]"), "trainer.max_epochs=6",
+    # start_fraction 0.4 of 5 epochs: epochs 0-1 are ignored, epoch 2 sets the reference, epoch 3 stops it.
+    overrides = [*tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]"), "trainer.max_epochs=5",
                  "train.early_stopping.monitor=val/acc", "train.early_stopping.patience=1",
-                 "train.early_stopping.min_delta=2.0", "train.early_stopping.start_fraction=0.5"]
+                 "train.early_stopping.min_delta=2.0", "train.early_stopping.start_fraction=0.4"]
     result = run_cli("train", *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "problem_1" / "train_summary.json").read_text())
-    assert summary["epochs"] == 5 and summary["stopped_early"]  # watching from epoch 0 would stop after 2
-    assert 0 <= summary["best_epoch"] < 5
+    assert summary["epochs"] == 4 and summary["stopped_early"]  # watching from epoch 0 would stop after 2
+    assert 0 <= summary["best_epoch"] < 4
 
 
 def test_quick_recipe_on_both_datasets(compose_cfg) -> None:
@@ -114,5 +114,5 @@ def test_quick_recipe_on_both_datasets(compose_cfg) -> None:
         assert cfg.data.sampler == "balanced" and cfg.train.monitor == "val/auc"
         assert cfg.train.early_stopping.monitor == "val/loss" and cfg.optim.scheduler._target_.endswith("warmup_cosine")
     # Only the schedule's length differs: real defects need the longer one.
-    assert (synthetic.trainer.max_epochs, real.trainer.max_epochs) == (8, 20)
+    assert (synthetic.trainer.max_epochs, real.trainer.max_epochs) == (6, 20)
     assert compose_cfg("experiment=paper").trainer.max_epochs == 10  # other experiments keep their own

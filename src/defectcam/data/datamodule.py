@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
+from defectcam.data.device_batches import DeviceImages, RowDataset
 from defectcam.data.prepare import ProblemData
 from defectcam.errors import ConfigError
 
@@ -109,6 +110,8 @@ class DefectDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.augment, self.pin_memory = num_workers, augment, pin_memory
         self.sampler = sampler
+        # Set (by the train stage) to assemble train/val batches on the training device; None: the host path.
+        self.device_images: DeviceImages | None = None
 
     @property
     def sampler(self) -> str:
@@ -130,14 +133,27 @@ class DefectDataModule(pl.LightningDataModule):
         return DefectDataset(self.data, self.part_rows(part), self.mean, self.std, self.augment if augment else None)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.dataset("train", augment=True)
+        dataset = self._fit_dataset("train")
         if self.sampler == "balanced":
             # Defects are rare on real data (1 image in 8): every batch then holds both classes about equally.
             return self._loader(dataset, self.batch_size, sampler=balanced_sampler(dataset.labels[dataset.rows]), drop_last=True)
         return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), self.eval_batch_size)
+        return self._loader(self._fit_dataset("val"), self.eval_batch_size)
+
+    def _fit_dataset(self, part: str) -> DefectDataset | RowDataset:
+        """What fit's loaders read: images (host path) or only rows and labels (device path)."""
+        if self.device_images is None:
+            return self.dataset(part, augment=part == "train")
+        return RowDataset(self.part_rows(part), self.data.table["label"].to_numpy())
+
+    def on_after_batch_transfer(self, batch: dict[str, object], dataloader_idx: int) -> dict[str, object]:
+        # Device path: the batch arrives as rows and labels; its images are gathered, normalized and augmented here.
+        if self.device_images is not None and "image" not in batch:
+            training = self.trainer is not None and self.trainer.training
+            batch["image"] = self.device_images.batch(batch["row"], train=training)
+        return batch
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test"), self.eval_batch_size)
@@ -146,7 +162,7 @@ class DefectDataModule(pl.LightningDataModule):
         """An unshuffled, unaugmented loader over any part."""
         return self._loader(self.dataset(part), batch_size or self.eval_batch_size)
 
-    def _loader(self, dataset: DefectDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+    def _loader(self, dataset: DefectDataset | RowDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False,
                 sampler: Sampler[int] | None = None) -> DataLoader:
         # drop_last only when there is more than one batch: a tiny train part must still yield a step.
         drop_last = drop_last and len(dataset) > batch_size

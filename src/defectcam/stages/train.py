@@ -16,7 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from defectcam.data.datamodule import DefectDataModule
+from defectcam.data.datamodule import JITTER_LIMIT, DefectDataModule
+from defectcam.data.device_batches import DeviceImages, use_device_cache
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError, ModelError, one_line
 from defectcam.io import read_json, write_json
@@ -47,6 +48,8 @@ def build_classifier(cfg: DictConfig, normalization: tuple[float, float]) -> Def
         class_weights=list(cfg.model.class_weights) if cfg.model.class_weights else None,
         normalization=normalization,
         channels_last=bool(cfg.trainer.channels_last),
+        fused_optimizer=str(cfg.trainer.fused_optimizer).lower(),
+        compile_mode=compile_mode(cfg),
         model_config={"arch": str(cfg.model.arch), "num_classes": int(cfg.model.num_classes), "weights": str(cfg.model.weights)},
     )
 
@@ -75,7 +78,8 @@ def stopping_start_epoch(cfg: DictConfig) -> int:
 def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint) -> pl.Trainer:
     """A Lightning Trainer from cfg.trainer, logging to TensorBoard under the problem folder."""
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    options.pop("channels_last")
+    for own in ("channels_last", "fused_optimizer", "compile"):  # defectcam's, not Lightning's
+        options.pop(own)
     stopper = early_stopping(cfg)
     return pl.Trainer(
         **options,
@@ -89,8 +93,30 @@ def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint)
     )
 
 
+COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+FUSED_CHOICES = ("auto", "true", "false")
+
+
+def compile_mode(cfg: DictConfig) -> str | None:
+    """trainer.compile as torch.compile's mode ('default' for torch's own), None for no compiling."""
+    mode = str(cfg.trainer.compile).lower()
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"trainer.compile: {cfg.trainer.compile!r} is not one of {', '.join(COMPILE_MODES)}")
+    return None if mode == "false" else mode
+
+
 def check_train_settings(cfg: DictConfig) -> None:
-    """Refuse an unknown train.monitor, early-stopping monitor or patience before any problem trains."""
+    """Refuse unknown or out-of-range training settings before any problem trains."""
+    compile_mode(cfg)
+    use_device_cache(cfg.data.device_cache, str(cfg.trainer.accelerator))
+    if str(cfg.trainer.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator: {cfg.trainer.accelerator!r} asks for a GPU, but torch sees no CUDA device "
+                          f"here; use trainer=cpu (or trainer.accelerator=auto)")
+    if str(cfg.trainer.fused_optimizer).lower() not in FUSED_CHOICES:
+        raise ConfigError(f"trainer.fused_optimizer: {cfg.trainer.fused_optimizer!r} is not one of {', '.join(FUSED_CHOICES)}")
+    every = cfg.train.last_every_n_epochs
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"train.last_every_n_epochs: {every!r} must be an integer >= 1")
     monitor_mode(str(cfg.train.monitor), "train.monitor")
     options = cfg.train.early_stopping
     if options.monitor is not None:
@@ -103,9 +129,13 @@ def check_train_settings(cfg: DictConfig) -> None:
 
 
 def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[float, float]) -> DefectDataModule:
-    """The problem's DataModule with the training-only sampler of data.sampler (none | balanced)."""
+    """The problem's DataModule with the training-only sampler of data.sampler (none | balanced), its
+    train/val batches built on the training device when data.device_cache says so."""
     datamodule = datamodule_for(cfg, data, normalization)
     datamodule.sampler = str(cfg.data.sampler)
+    if use_device_cache(cfg.data.device_cache, str(cfg.trainer.accelerator)):
+        datamodule.device_images = DeviceImages(data, *normalization, augment=[str(a) for a in cfg.data.augment],
+                                                jitter_limit=JITTER_LIMIT)
     return datamodule
 
 
@@ -130,7 +160,8 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     normalization = normalization_for(cfg, data)
     module = build_classifier(cfg, normalization)  # first: a weights error stops before Lightning starts
-    checkpoint = BestAndLastCheckpoint(ckpt_dir, monitor=str(cfg.train.monitor), settings=signature)
+    checkpoint = BestAndLastCheckpoint(ckpt_dir, monitor=str(cfg.train.monitor), settings=signature,
+                                       last_every=int(cfg.train.last_every_n_epochs))
     trainer = build_trainer(cfg, out, checkpoint)
     log.info("problem %d: training%s", data.problem, f" (resuming from {resume})" if resume else "")
     trainer.fit(module, datamodule=train_datamodule(cfg, data, normalization), ckpt_path=str(resume) if resume else None)

@@ -1,0 +1,98 @@
+"""Train/val batches assembled on the training device (data.device_cache), checked on the CPU against the host path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from defectcam.data.datamodule import DefectDataModule, train_augmentation
+from defectcam.data.device_batches import DeviceImages, use_device_cache
+from defectcam.data.prepare import ProblemData
+from defectcam.errors import ConfigError
+from defectcam.models.backbone import build_backbone
+from defectcam.models.module import DefectClassifier
+
+
+def random_problem(n: int = 24, size: int = 16) -> ProblemData:
+    rng = np.random.default_rng(0)
+    labels = (np.arange(n) % 3 == 0).astype(int)
+    parts = np.where(np.arange(n) < 16, "train", "val")
+    table = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "part": parts, "label": labels,
+                          "mask_row": np.where(labels == 1, np.cumsum(labels) - 1, -1)})
+    return ProblemData(1, table, rng.integers(0, 256, (n, size, size), dtype=np.uint8), np.zeros((labels.sum(), size, size), bool))
+
+
+def test_unaugmented_device_batch_equals_the_host_batch() -> None:
+    data = random_problem()
+    host = DefectDataModule(data, 0.4, 0.2, batch_size=8)
+    batch = next(iter(host.loader("val")))
+    device = DeviceImages(data, 0.4, 0.2, augment=["flips", "rot90", "jitter"])
+    assert torch.equal(device.batch(batch["row"], train=False), batch["image"])  # validation: never augmented
+
+
+def test_flips_and_turns_move_pixels_never_change_them() -> None:
+    data = random_problem()
+    device = DeviceImages(data, 0.0, 1.0, augment=["flips", "rot90"])
+    rows = torch.arange(16).repeat(8)
+    torch.manual_seed(0)
+    images = device.batch(rows, train=True)[:, 0]
+    plain = device.batch(rows, train=False)[:, 0]
+    seen = set()
+    for image, original in zip(images, plain):
+        variants = [torch.rot90(f, k, (0, 1)) for f in (original, original.flip(1)) for k in range(4)]
+        index = next(i for i, v in enumerate(variants) if torch.equal(image, v))  # StopIteration: pixels changed
+        seen.add(index)
+    assert len(seen) == 8  # every flip/turn drawn over 128 samples
+
+
+def test_jitter_is_a_bounded_affine_change_of_each_image() -> None:
+    data = random_problem()
+    device = DeviceImages(data, 0.0, 1.0, augment=["jitter"], jitter_limit=0.1)
+    rows = torch.arange(16).repeat(4)
+    torch.manual_seed(1)
+    jittered = device.batch(rows, train=True)[:, 0] * 255.0
+    plain = device.batch(rows, train=False)[:, 0] * 255.0
+    changed = 0
+    for image, original in zip(jittered, plain):
+        inside = (image > 0) & (image < 255)  # unclipped pixels follow image = a * original + b
+        x, y = original[inside].double(), image[inside].double()
+        a, b = np.polyfit(x.numpy(), y.numpy(), 1)
+        assert np.allclose(a * x.numpy() + b, y.numpy(), atol=1e-3)
+        assert 0.9 - 1e-6 <= a <= 1.1 + 1e-6 and -25.5 - 1e-3 <= b <= 25.5 + 1e-3
+        changed += not torch.equal(image, original)
+    assert 0 < changed < len(rows)  # p = 0.5
+
+
+def test_fit_on_device_batches_trains_and_validates(tmp_path: Path) -> None:
+    data = random_problem(size=32)
+    datamodule = DefectDataModule(data, 0.5, 0.25, batch_size=8, augment=train_augmentation(["flips"]))
+    datamodule.device_images = DeviceImages(data, 0.5, 0.25, augment=["flips"])
+    seen: list[torch.Tensor] = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            seen.append(batch["image"])
+
+    module = DefectClassifier(build_backbone("resnet18", "none"), optimizer=torch.optim.AdamW,
+                              model_config={"arch": "resnet18", "num_classes": 2})
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, callbacks=[Spy()],
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=datamodule)
+    assert len(seen) == 2 and all(b.shape == (8, 3, 32, 32) for b in seen)
+    assert np.isfinite(float(trainer.callback_metrics["val/loss"]))
+
+
+@pytest.mark.parametrize(("setting", "accelerator", "expected"), [
+    ("auto", "cpu", False), (True, "cpu", True), (False, "gpu", False), ("auto", "gpu", torch.cuda.is_available())])
+def test_device_cache_setting(setting: object, accelerator: str, expected: bool) -> None:
+    assert use_device_cache(setting, accelerator) is expected
+
+
+def test_unknown_device_cache_setting_is_refused() -> None:
+    with pytest.raises(ConfigError, match="data.device_cache: 'gpu' is not one of auto, true, false"):
+        use_device_cache("gpu", "cpu")
