@@ -22,6 +22,9 @@ MIN_ACCURACY, MIN_MARGIN = 0.9, 0.10
 
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/quick")
+    if not (out / "tables" / "classification.csv").is_file():
+        print(f"{out / 'tables' / 'classification.csv'}: no report tables; run make reproduce first", file=sys.stderr)
+        return 2
     classification = pd.read_csv(out / "tables" / "classification.csv").set_index("problem")
     rows = []
     for problem_dir in sorted(out.glob("problem_*")):

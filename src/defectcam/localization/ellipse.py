@@ -60,24 +60,26 @@ def largest_component_ellipses(binary: Tensor, full_size: tuple[int, int]) -> El
     covariance = np.tile(np.diag([step_x**2 / 12, step_y**2 / 12]), (n, 1, 1))  # a pixel's own variance
     present = np.zeros(n, dtype=bool)
     if count:
-        flat = labels.ravel()
-        where = np.flatnonzero(flat)
-        ids = flat[where]
-        ys = ((where // width) % height + 0.5) * step_y  # pixel centres in full-size units
-        xs = (where % width + 0.5) * step_x
-        size, sx, sy, sxx, syy, sxy = (np.bincount(ids, weights=w, minlength=count + 1)
-                                       for w in (None, xs, ys, xs * xs, ys * ys, xs * ys))
+        size = np.bincount(labels.ravel(), minlength=count + 1)
         # Components never span images and scipy numbers them in raster order: image i owns a contiguous
         # range of labels, ending at its largest label.
         last = np.maximum.accumulate(labels.reshape(n, -1).max(1))
         image_of = np.searchsorted(last, np.arange(1, count + 1), side="left")
         order = np.lexsort((np.arange(count), -size[1:], image_of))  # per image: largest, then lowest label
         images, first = np.unique(image_of[order], return_index=True)
-        best = order[first] + 1
-        area = size[best]
-        mean_x, mean_y = sx[best] / area, sy[best] / area
-        var_x, var_y = sxx[best] / area - mean_x**2, syy[best] / area - mean_y**2
-        cov_xy = sxy[best] / area - mean_x * mean_y
+        chosen = np.zeros(count + 1, dtype=bool)
+        chosen[order[first] + 1] = True
+        # Moments of each image's chosen component from its row and column sums (a few passes over the
+        # grid, not one weighted pass per moment over a list of pixels).
+        component = chosen[labels][images]  # (k, h, w) bool
+        ys = (np.arange(height) + 0.5) * step_y  # pixel centres in full-size units
+        xs = (np.arange(width) + 0.5) * step_x
+        columns = component.sum(1, dtype=np.float64)  # (k, w)
+        rows = component.sum(2, dtype=np.float64)  # (k, h)
+        area = rows.sum(1)
+        mean_x, mean_y = columns @ xs / area, rows @ ys / area
+        var_x, var_y = columns @ (xs * xs) / area - mean_x**2, rows @ (ys * ys) / area - mean_y**2
+        cov_xy = np.einsum("khw,h,w->k", component, ys, xs, dtype=np.float64) / area - mean_x * mean_y
         centre[images] = np.stack([mean_x, mean_y], -1)
         covariance[images] += np.stack([np.stack([var_x, cov_xy], -1), np.stack([cov_xy, var_y], -1)], -2)
         present[images] = True
