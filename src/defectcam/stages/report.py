@@ -113,7 +113,9 @@ def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFr
         figures = [image_tag(folder / "figures" / f"cams_{m}.png", f"problem {problem}: {m}") for m in cfg.cam.methods]
         sections.append((f"Problem {problem}: CAMs on defective test images", "\n".join(figures)))
     sections.append(("Quoted from the reference study (not measured here; mIoU in percent)", table_html(quoted, percent=True)))
-    return report_page(f"defectcam report: {cfg.experiment_name}", sections)
+    problems = f"problem{'s' if len(dirs) > 1 else ''} {', '.join(str(p) for p in dirs)}"
+    data = f"{cfg.data.name} {problems}, {cfg.data.split} split, {cfg.data.image_size} px"
+    return report_page(f"defectcam report: {cfg.experiment_name} ({data})", sections)
 
 
 main = stage_entry("report", run_report)
