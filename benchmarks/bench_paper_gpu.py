@@ -94,7 +94,7 @@ def bare_steps(args: argparse.Namespace, output_dir: Path, steps: int) -> float:
     cfg = bench_config(args, output_dir)
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     module = build_classifier(cfg, (0.5, 0.25)).to(device)
-    optimizer = module.optimizer_factory(params=module.parameters(), **({"fused": True} if device.type == "cuda" else {}))
+    optimizer = module.optimizer_factory(params=module.parameters(), **module.fused_option())  # as the stage decides
     module.train()
     images = torch.randn(steps, args.batch, 3, args.size, args.size, device=device)
     labels = torch.randint(0, 2, (steps, args.batch), device=device)
@@ -119,7 +119,7 @@ def bare_steps(args: argparse.Namespace, output_dir: Path, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--problems", type=int, default=6)
+    parser.add_argument("--problems", type=int, default=6, choices=range(1, 7), help="1-6: the study's problems (their mean/std)")
     parser.add_argument("--train", type=int, default=805)
     parser.add_argument("--val", type=int, default=172)
     parser.add_argument("--epochs", type=int, default=10)

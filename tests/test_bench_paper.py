@@ -20,6 +20,8 @@ def test_paper_benchmark_smoke_run(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(out.read_text())
-    assert numbers["sequential_s"] > 0 and numbers["bare_img_s"] > 0
-    assert numbers["sequential_img_s"] == numbers["args"]["problems"] * 16 * 1 / numbers["sequential_s"]
-    assert "problem 2:" in result.stdout and "1 epochs" in result.stdout
+    assert numbers["sequential_s"] > 0 and numbers["bare_img_s"] > 0 and numbers["device"].startswith("cpu")
+    # both problems went through the train stage: its summary line per problem, with the epochs it trained
+    lines = [line for line in result.stdout.splitlines() if line.strip().startswith("problem")]
+    assert [line.split(":")[0].strip() for line in lines] == ["problem 1", "problem 2"]
+    assert all("1 epochs" in line and "s in fit" in line for line in lines)

@@ -84,3 +84,44 @@ def test_counting_without_drawing_equals_counting_the_drawn_ellipses() -> None:
         drawn = ellipse_masks(maps, t)
         assert torch.equal(tp[k], (drawn & masks).sum((1, 2))) and torch.equal(fp[k], (drawn & ~masks).sum((1, 2)))
         assert torch.equal(fn[k], (~drawn & masks).sum((1, 2)))
+
+
+def _direct_moments(binary: torch.Tensor, full_size: tuple[int, int]) -> list[tuple[float, ...] | None]:
+    """Per image, the largest 8-connected component (ties: first in raster order) and its moments, pixel by pixel."""
+    import numpy as np
+    from scipy import ndimage
+
+    height, width = binary.shape[1:]
+    step_y, step_x = full_size[0] / height, full_size[1] / width
+    out: list[tuple[float, ...] | None] = []
+    for image in binary.numpy():
+        labels, count = ndimage.label(image, structure=np.ones((3, 3)))
+        if count == 0:
+            out.append(None)
+            continue
+        sizes = np.bincount(labels.ravel())[1:]
+        ys, xs = np.nonzero(labels == int(np.argmax(sizes)) + 1)  # argmax: the first of equal sizes
+        x, y = (xs + 0.5) * step_x, (ys + 0.5) * step_y
+        out.append((x.mean(), y.mean(), x.var() + step_x**2 / 12, y.var() + step_y**2 / 12, ((x - x.mean()) * (y - y.mean())).mean()))
+    return out
+
+
+@pytest.mark.parametrize(("grid", "full"), [((40, 40), (40, 40)), ((32, 48), (128, 200)), ((37, 23), (512, 512))])
+def test_moments_equal_a_direct_computation(grid: tuple[int, int], full: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(1)
+    maps = F.avg_pool2d(torch.rand(12, 1, *grid, generator=g), 3, 1, 1).squeeze(1)
+    binary = maps >= torch.linspace(0.4, 0.7, 12)[:, None, None]
+    binary[0] = False  # no component
+    binary[1] = False
+    binary[1, 2:4, 2:4] = binary[1, 10:12, 10:12] = True  # two equal components: the first in raster order wins
+    fitted = largest_component_ellipses(binary, full)
+    for i, expected in enumerate(_direct_moments(binary, full)):
+        assert bool(fitted.present[i]) == (expected is not None)
+        if expected is None:
+            continue
+        mean_x, mean_y, var_x, var_y, cov = expected
+        got = fitted.covariance[i]
+        assert torch.allclose(fitted.centre[i], torch.tensor([mean_x, mean_y], dtype=torch.float64), rtol=1e-9)
+        assert torch.allclose(got, torch.tensor([[var_x, cov], [cov, var_y]], dtype=torch.float64), rtol=1e-9, atol=1e-9)
+    assert torch.allclose(fitted.centre[1], torch.tensor([3.0, 3.0], dtype=torch.float64) * torch.tensor(
+        [full[1] / grid[1], full[0] / grid[0]], dtype=torch.float64))

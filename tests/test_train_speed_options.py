@@ -14,7 +14,7 @@ from defectcam.errors import ConfigError
 from defectcam.models.backbone import build_backbone
 from defectcam.models.checkpoints import BestAndLastCheckpoint
 from defectcam.models.module import DefectClassifier
-from defectcam.stages.train import check_train_settings
+from defectcam.stages.train import check_train_settings, compile_mode
 
 
 class _RecordingTrainer(SimpleNamespace):
@@ -39,13 +39,15 @@ def _saves(tmp_path: Path, last_every: int, max_epochs: int, stop_after: int | N
 
 def test_last_checkpoint_every_n_epochs_and_at_the_end(tmp_path: Path) -> None:
     saves = _saves(tmp_path, last_every=3, max_epochs=7)
-    assert [e for e, name in saves if name == "last.ckpt"] == [2, 5, 6]  # epochs 3 and 6 (1-based), and the last
+    # epochs 3 and 6 (1-based), the last, and with every best.ckpt (epochs 1 and 2): a resume never starts
+    # from a state older than best.ckpt
+    assert [e for e, name in saves if name == "last.ckpt"] == [0, 1, 2, 5, 6]
     assert [e for e, name in saves if name == "best.ckpt"] == [0, 1]  # only when it changed
 
 
 def test_early_stop_writes_the_last_checkpoint(tmp_path: Path) -> None:
     saves = _saves(tmp_path, last_every=4, max_epochs=20, stop_after=5)
-    assert [e for e, name in saves if name == "last.ckpt"] == [3, 5]
+    assert [e for e, name in saves if name == "last.ckpt"] == [0, 1, 3, 5]
 
 
 def test_every_epoch_by_default(tmp_path: Path) -> None:
@@ -65,6 +67,19 @@ def test_fused_optimizer_setting_on_the_cpu(setting: str, fused: bool | None, op
     assert module.configure_optimizers().defaults.get("fused") is fused  # auto: fused on CUDA only
 
 
+def test_optimizer_config_decides_when_it_names_fused_or_foreach() -> None:
+    module = DefectClassifier(build_backbone("resnet18", "none"), optimizer=partial(torch.optim.AdamW, lr=1e-3, foreach=True),
+                              model_config={"arch": "resnet18", "num_classes": 2}, fused_optimizer="true")
+    optimizer = module.configure_optimizers()
+    assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")  # fused + foreach would raise
+
+
+@pytest.mark.parametrize(("value", "mode"), [("false", None), ("true", "default"), ("default", "default"),
+                                             ("reduce-overhead", "reduce-overhead")])
+def test_compile_setting(compose_cfg, value: str, mode: str | None) -> None:
+    assert compile_mode(compose_cfg(f"trainer.compile={value}")) == mode
+
+
 def test_compiled_module_keeps_its_checkpoint_keys() -> None:
     plain, compiled = _module(), _module(compile_mode="default")
     assert list(compiled.state_dict()) == list(plain.state_dict())
@@ -72,7 +87,7 @@ def test_compiled_module_keeps_its_checkpoint_keys() -> None:
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("trainer.compile=turbo", "trainer.compile: 'turbo' is not one of false, default, reduce-overhead"),
+    ("trainer.compile=turbo", "trainer.compile: 'turbo' is not one of false, true, default, reduce-overhead"),
     ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer: 'maybe' is not one of auto, true, false"),
     ("train.last_every_n_epochs=0", "train.last_every_n_epochs: 0 must be an integer >= 1"),
     ("data.device_cache=gpu", "data.device_cache: 'gpu' is not one of auto, true, false"),

@@ -2,7 +2,8 @@
 
 On a GPU the host pipeline (one image at a time: numpy augmentation, float conversion, a 3 MB float copy at
 512 px, a host-to-device transfer) costs more than the step. Here the loaders only yield row numbers and
-labels; the problem's uint8 images (805 x 512 x 512 is 211 MB) are copied to the device on first use, and
+labels; the problem's uint8 images (all its parts: 1150 x 512 x 512 = 301 MB for a problem of the paper split)
+are copied to the device on first use, and
 normalization and augmentation run there on the whole batch. The augmentations follow `train_augmentation`'s
 (see datamodule.py): the same flips, 90-degree turns and brightness/contrast jitter, drawn per image.
 """
@@ -36,13 +37,20 @@ class RowDataset(Dataset):
 
 
 def use_device_cache(setting: object, accelerator: str) -> bool:
-    """data.device_cache: 'auto' means on when training runs on CUDA; 'true' also on the CPU (for tests)."""
+    """data.device_cache: 'auto' means on when training runs on CUDA (trainer.accelerator gpu, cuda, or auto with a
+    GPU present, which Lightning's auto picks); 'true' also on the CPU (for tests)."""
     name = str(setting).lower()
     if name not in DEVICE_CACHE_CHOICES:
         raise ConfigError(f"data.device_cache: {setting!r} is not one of {', '.join(DEVICE_CACHE_CHOICES)}")
     if name == "auto":
-        return accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+        return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     return name == "true"
+
+
+def brightness_contrast(gray: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) grey levels 0..255 (float32), per-image contrast c and brightness b (N,) -> floor(clip(x (1 + c) + 255 b))."""
+    scaled = gray * (1 + contrast)[:, None, None] + (brightness * 255.0)[:, None, None]
+    return scaled.clamp_(0.0, 255.0).floor_()
 
 
 class DeviceImages:
@@ -70,12 +78,13 @@ class DeviceImages:
         return gray.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
     def _jitter(self, gray: torch.Tensor) -> torch.Tensor:
-        # As albumentations' RandomBrightnessContrast (p=0.5, by max): x * (1 + c) + b * 255, clipped to [0, 255].
+        # As albumentations' RandomBrightnessContrast on uint8 (p=0.5, by max): x * (1 + c) + b * 255 in float32,
+        # clipped to [0, 255] and truncated to a whole grey level (equal to it for every c, b: tested).
         n, limit = len(gray), self.jitter_limit
         applied = torch.rand(n, device=gray.device) < 0.5
         contrast = torch.empty(n, device=gray.device).uniform_(-limit, limit) * applied
         brightness = torch.empty(n, device=gray.device).uniform_(-limit, limit) * applied
-        return (gray * (1 + contrast)[:, None, None] + (brightness * 255.0)[:, None, None]).clamp_(0.0, 255.0)
+        return brightness_contrast(gray, contrast, brightness)
 
     def _geometric(self, gray: torch.Tensor) -> torch.Tensor:
         n = len(gray)

@@ -36,13 +36,13 @@ def ranking_key(value: float, loss: float, mode: str) -> tuple[float, float]:
 
 
 class BestAndLastCheckpoint(pl.Callback):
-    """After each validation, write last.ckpt, and best.ckpt when (monitor, -val/loss) improved; both atomically.
+    """After a validation, write best.ckpt when (monitor, -val/loss) improved, and last.ckpt then or when due; atomically.
 
     `settings` (plain, JSON-like) is stored under SETTINGS_KEY in last.ckpt (Lightning calls callbacks'
     on_save_checkpoint for full checkpoints only), so a resumed run can check that it continues the
     training it was started with. last.ckpt (model, optimizer and loop state: ~280 MB for ResNet-50 with
-    AdamW) is written every `last_every` epochs and at the run's last epoch; a kill between two saves
-    loses at most `last_every` epochs. best.ckpt (weights only) is written only when it changes.
+    AdamW) is written every `last_every` epochs, at the run's last epoch and whenever best.ckpt changes; a kill
+    between two saves loses at most `last_every` epochs. best.ckpt (weights only) is written only when it changes.
     """
 
     def __init__(self, dirpath: str | Path, monitor: str = "val/acc", settings: dict[str, Any] | None = None,
@@ -81,10 +81,13 @@ class BestAndLastCheckpoint(pl.Callback):
             return
         metrics = {name: float(trainer.callback_metrics[name]) for name in MONITOR_MODES}
         key = ranking_key(metrics[self.monitor], metrics["val/loss"], self.mode)
-        if key > self.best_key:
+        improved = key > self.best_key
+        if improved:
             self.best_key, self.best_metrics, self.best_epoch = key, metrics, trainer.current_epoch
             self._save(trainer, "best.ckpt")
-        if self._last_due(trainer):
+        # With best.ckpt, last.ckpt too: it holds the best score and epoch a resumed run compares against, so
+        # a kill can never leave a best.ckpt newer than the state a resume starts from.
+        if improved or self._last_due(trainer):
             self._save(trainer, "last.ckpt")
 
     def _last_due(self, trainer: pl.Trainer) -> bool:

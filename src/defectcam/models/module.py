@@ -101,7 +101,7 @@ class DefectClassifier(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters(), **self._fused_option())
+        optimizer = self.optimizer_factory(params=self.parameters(), **self.fused_option())
         if self.scheduler_factory is None:
             return optimizer
         # Schedulers that need the run's length (OneCycleLR, warmup_cosine) get it; others are built as configured.
@@ -111,10 +111,12 @@ class DefectClassifier(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _fused_option(self) -> dict[str, bool]:
+    def fused_option(self) -> dict[str, bool]:
         """{'fused': True} where asked (auto: on CUDA) and the optimizer takes it: one kernel for all parameters."""
         if self.fused_optimizer == "false" or "fused" not in inspect.signature(self.optimizer_factory).parameters:
             return {}
+        if {"fused", "foreach"} & set(getattr(self.optimizer_factory, "keywords", {})):
+            return {}  # the optimizer's own config decides (optim.optimizer.fused / foreach)
         if self.fused_optimizer == "auto" and self.device.type != "cuda":
             return {}  # torch's default there (a foreach loop) is what the CPU numbers were measured with
         return {"fused": True}

@@ -13,7 +13,7 @@ from defectcam.stages.evaluate import run_evaluate
 from defectcam.stages.localize import run_localize
 from defectcam.stages.report import run_report
 from defectcam.stages.shell import stage_entry
-from defectcam.stages.train import run_train
+from defectcam.stages.train import check_train_settings, run_train
 
 log = logging.getLogger(__name__)
 STAGES = (("data", run_data), ("train", run_train), ("evaluate", run_evaluate), ("cams", run_cams), ("localize", run_localize), ("report", run_report))
@@ -21,6 +21,7 @@ STAGES = (("data", run_data), ("train", run_train), ("evaluate", run_evaluate), 
 
 def run_reproduce(cfg: DictConfig) -> dict[str, float]:
     """Run data -> train -> evaluate -> cams -> localize -> report; returns seconds per stage."""
+    check_train_settings(cfg)  # a bad training setting (trainer=gpu without CUDA) stops before the data is decoded
     seconds = {}
     for name, stage in STAGES:
         start = time.perf_counter()

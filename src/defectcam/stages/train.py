@@ -93,16 +93,16 @@ def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint)
     )
 
 
-COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES = ("false", "true", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 FUSED_CHOICES = ("auto", "true", "false")
 
 
 def compile_mode(cfg: DictConfig) -> str | None:
-    """trainer.compile as torch.compile's mode ('default' for torch's own), None for no compiling."""
+    """trainer.compile as torch.compile's mode ('default' for torch's own; true means default), None for no compiling."""
     mode = str(cfg.trainer.compile).lower()
     if mode not in COMPILE_MODES:
         raise ConfigError(f"trainer.compile: {cfg.trainer.compile!r} is not one of {', '.join(COMPILE_MODES)}")
-    return None if mode == "false" else mode
+    return None if mode == "false" else "default" if mode == "true" else mode
 
 
 def check_train_settings(cfg: DictConfig) -> None:
