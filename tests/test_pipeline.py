@@ -105,6 +105,20 @@ def test_check_quick_reads_the_tables_of_a_run(pipeline) -> None:
     assert all(line.endswith(("ok", "FAIL")) and "LayerCAM layer" in line for line in lines)
 
 
+def test_localize_leaves_torch_threads_as_it_found_them(pipeline, compose_cfg) -> None:
+    # A multirun (make seeds, make sweep) runs its jobs in one process: localize's one thread must not
+    # leak into the next job's training (it once halved the speed of every seed after the first).
+    from defectcam.stages.localize import run_localize
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_localize(compose_cfg(*pipeline["overrides"], "localize.threads=1"))  # finished: reads, does not recompute
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:
     cache = torch.load(pipeline["out"] / "problem_1" / "cams" / "cams.pt", weights_only=True)
     assert {"val", "test", "meta"} <= set(cache)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,24 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict
 def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     """The localize stage. Returns the mean validation mIoU (what a sweeper may optimize; never test)."""
     prepared = prepare_data(cfg)
-    if cfg.localize.threads is not None:
-        torch.set_num_threads(int(cfg.localize.threads))
+    with cpu_threads(cfg.localize.threads):
+        return _localize(cfg, prepared, job_dir)
+
+
+@contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None: unchanged) inside, restored after: a multirun runs its jobs in
+    one process, and the next job's training must not inherit localize's single thread."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _localize(cfg: DictConfig, prepared: dict[int, ProblemData], job_dir: Path | None) -> float:
     if cfg.localize.threshold is None:
         tables = [localize_problem(cfg, data) for data in prepared.values()]
         val = pd.concat(tables).query("split == 'val' and selection == 'val-best'")
