@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from defectcam.cams import scoring_maps
-from defectcam.data.prepare import problem_dir
+from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.localization import default_thresholds
 from defectcam.localization.entries import masks_tensor
 from defectcam.localization.exact import best_exact_threshold, sort_pixels
@@ -53,20 +54,17 @@ def main() -> int:
     args = parser.parse_args()
     folder = problem_dir(args.output_dir, args.problem)
     cache = load_cam_cache(folder)
-    import pandas as pd
-
     table = pd.read_csv(folder / "split.csv", keep_default_na=False, na_values={"mask_path": [""]})
-    masks_npy = next((folder / "cache").glob("masks_*.npy"))
-    masks = np.load(masks_npy, mmap_mode="r")
+    masks = np.load(next((folder / "cache").glob("masks_*.npy")), mmap_mode="r")  # native size, whatever the image size
+    data = ProblemData(args.problem, table, np.empty((0, 0, 0), np.uint8), masks)
     rows = cache["val"]["rows"].numpy()
-    defective = [int(r) for r in rows if table["label"].iat[int(r)] == 1]
-    picks = [i for i, r in enumerate(rows) if table["label"].iat[int(r)] == 1]
-    truth = masks_tensor([masks[int(table["mask_row"].iat[r])] for r in defective])
+    picks = [i for i, row in enumerate(rows) if table["label"].iat[int(row)] == 1]  # mIoU sees defective images only
+    truth = masks_tensor([data.mask_of(int(rows[i])) for i in picks])
+    labels = torch.ones(len(picks), dtype=torch.bool)
     grid = default_thresholds(101)
-    print(f"{args.output_dir} problem {args.problem}: {len(defective)} defective validation images at {tuple(truth.shape[1:])}")
+    print(f"{args.output_dir} problem {args.problem}: {len(picks)} defective validation images at {tuple(truth.shape[1:])}")
     for layer in args.layers:
         maps = scoring_maps(cache["val"]["maps"][args.method][layer][picks], tuple(truth.shape[1:]))
-        labels = torch.ones(len(picks), dtype=torch.bool)
         start = time.perf_counter()
         exact_t, exact = best_exact_threshold(sort_pixels(maps, truth, labels))
         exact_s = time.perf_counter() - start

@@ -105,6 +105,14 @@ def test_check_quick_reads_the_tables_of_a_run(pipeline) -> None:
     assert all(line.endswith(("ok", "FAIL")) and "LayerCAM layer" in line for line in lines)
 
 
+def test_check_thresholds_finds_the_brute_force_optimum(pipeline) -> None:
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_thresholds.py"), str(pipeline["out"]), "--layers", "layer1"],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr[-2000:]
+    gap = float(re.search(r"gap (\S+)", check.stdout).group(1))
+    assert abs(gap) < 1e-9  # exact choice == best over every distinct validation value
+
+
 def test_localize_leaves_torch_threads_as_it_found_them(pipeline, compose_cfg) -> None:
     # A multirun (make seeds, make sweep) runs its jobs in one process: localize's one thread must not
     # leak into the next job's training (it once halved the speed of every seed after the first).
