@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_cams.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_checkpoint.py
 
 # Two workers, one per core (one OpenMP thread each: tests/conftest.py).
 test: setup

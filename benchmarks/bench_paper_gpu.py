@@ -24,29 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from defectcam.data.prepare import ProblemData
+from defectcam.data.random_problem import random_problem
 from defectcam.stages.shell import quiet_known_warnings
 from defectcam.stages.train import build_classifier, train_problem
-
-
-def study_shaped_problem(problem: int, n_train: int, n_val: int, size: int, seed: int) -> ProblemData:
-    """Random uint8 images in train and val parts, one in eight defective (as DAGM), masks empty (unused by training)."""
-    rng = np.random.default_rng(seed + problem)
-    n = n_train + n_val
-    labels = (np.arange(n) % 8 == 0).astype(np.int64)
-    table = pd.DataFrame({
-        "image_id": [f"{problem}_{i:04d}" for i in range(n)], "problem": problem,
-        "part": ["train"] * n_train + ["val"] * n_val, "label": labels,
-        "mask_row": np.where(labels == 1, np.cumsum(labels) - 1, -1),
-    })
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-    return ProblemData(problem, table, images, np.zeros((int(labels.sum()), 1, 1), dtype=bool))
 
 
 def bench_config(args: argparse.Namespace, output_dir: Path) -> DictConfig:
@@ -67,7 +51,7 @@ def train_one(args: argparse.Namespace, problem: int, output_dir: Path) -> dict[
     """One problem through the train stage's function; its summary plus the wall time around it."""
     quiet_known_warnings()  # also in joblib's worker processes
     cfg = bench_config(args, output_dir)
-    data = study_shaped_problem(problem, args.train, args.val, args.size, args.seed)
+    data = random_problem({"train": args.train, "val": args.val}, args.size, problem=problem, seed=args.seed + problem)
     start = time.perf_counter()
     summary = train_problem(cfg, data)
     return {**summary, "wall_s": time.perf_counter() - start}

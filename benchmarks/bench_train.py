@@ -17,26 +17,13 @@ import os
 import tempfile
 import time
 
-import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 
 from defectcam.data.datamodule import DefectDataModule, train_augmentation
-from defectcam.data.prepare import ProblemData
+from defectcam.data.random_problem import random_problem
 from defectcam.models.backbone import build_backbone
 from defectcam.models.module import DefectClassifier
-
-
-def fake_problem(n: int, size: int) -> ProblemData:
-    """An in-memory problem: random uint8 textures, a quarter defective, all in the train part."""
-    rng = np.random.default_rng(0)
-    labels = (np.arange(n) % 4 == 0).astype(int)
-    table = pd.DataFrame({"image_id": [f"img{i}" for i in range(n)], "problem": 1, "part": "train", "label": labels,
-                          "mask_row": np.where(labels == 1, np.cumsum(labels) - 1, -1)})
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-    masks = np.zeros((int(labels.sum()), size, size), dtype=bool)
-    return ProblemData(1, table, images, masks)
 
 
 def bare_epoch(module: DefectClassifier, batches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device, bf16: bool) -> float:
@@ -86,7 +73,7 @@ def main() -> None:
     device = torch.device(args.device)
     bf16 = args.precision.startswith("bf16")
     channels_last = device.type == "cuda"
-    data = fake_problem(args.images, args.size)
+    data = random_problem({"train": args.images}, args.size, defect_every=4)
     datamodule = DefectDataModule(data, 0.5, 0.25, batch_size=args.batch, num_workers=args.workers, augment=train_augmentation(), sampler=args.sampler,
                                   pin_memory=device.type == "cuda")
 

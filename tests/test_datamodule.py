@@ -110,3 +110,21 @@ def test_jitter_changes_brightness_and_contrast_mildly_never_geometry(problem_da
 def test_unknown_augmentation_is_refused() -> None:
     with pytest.raises(ConfigError, match="data.augment: unknown"):
         train_augmentation(["crop"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_seed_gives_the_same_augmented_batches(problem_data, num_workers: int) -> None:
+    """albumentations keeps a generator of its own: the DataModule seeds it from torch's, in workers too."""
+
+    def epoch(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        dm = DefectDataModule(problem_data, 0.5, 0.25, batch_size=4, num_workers=num_workers,
+                              augment=train_augmentation(["flips", "rot90", "jitter"]))
+        return torch.cat([batch["image"] for batch in dm.train_dataloader()])
+
+    first = epoch(0)
+    assert torch.equal(first, epoch(0))
+    assert not torch.equal(first, epoch(1))
+    torch.manual_seed(0)
+    plain = DefectDataModule(problem_data, 0.5, 0.25, batch_size=4).train_dataloader()
+    assert not torch.equal(first, torch.cat([batch["image"] for batch in plain]))  # the pipeline does augment

@@ -13,22 +13,19 @@ import torch
 from defectcam.data.datamodule import DefectDataModule, train_augmentation
 from defectcam.data.device_batches import DeviceImages, brightness_contrast, use_device_cache
 from defectcam.data.prepare import ProblemData
+from defectcam.data.random_problem import random_problem
 from defectcam.errors import ConfigError
 from defectcam.models.backbone import build_backbone
 from defectcam.models.module import DefectClassifier
 
 
-def random_problem(n: int = 24, size: int = 16) -> ProblemData:
-    rng = np.random.default_rng(0)
-    labels = (np.arange(n) % 3 == 0).astype(int)
-    parts = np.where(np.arange(n) < 16, "train", "val")
-    table = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "part": parts, "label": labels,
-                          "mask_row": np.where(labels == 1, np.cumsum(labels) - 1, -1)})
-    return ProblemData(1, table, rng.integers(0, 256, (n, size, size), dtype=np.uint8), np.zeros((labels.sum(), size, size), bool))
+def small_problem(size: int = 16) -> ProblemData:
+    """24 random images (16 train, 8 val), every third defective."""
+    return random_problem({"train": 16, "val": 8}, size, defect_every=3)
 
 
 def test_unaugmented_device_batch_equals_the_host_batch() -> None:
-    data = random_problem()
+    data = small_problem()
     host = DefectDataModule(data, 0.4, 0.2, batch_size=8)
     batch = next(iter(host.loader("val")))
     device = DeviceImages(data, 0.4, 0.2, augment=["flips", "rot90", "jitter"])
@@ -36,7 +33,7 @@ def test_unaugmented_device_batch_equals_the_host_batch() -> None:
 
 
 def test_flips_and_turns_move_pixels_never_change_them() -> None:
-    data = random_problem()
+    data = small_problem()
     device = DeviceImages(data, 0.0, 1.0, augment=["flips", "rot90"])
     rows = torch.arange(16).repeat(8)
     torch.manual_seed(0)
@@ -62,7 +59,7 @@ def test_jitter_equals_albumentations_on_every_grey_level(contrast: float, brigh
 
 
 def test_jitter_is_a_bounded_affine_change_of_each_image() -> None:
-    data = random_problem()
+    data = small_problem()
     device = DeviceImages(data, 0.0, 1.0, augment=["jitter"], jitter_limit=0.1)
     rows = torch.arange(16).repeat(4)
     torch.manual_seed(1)
@@ -80,7 +77,7 @@ def test_jitter_is_a_bounded_affine_change_of_each_image() -> None:
 
 
 def test_fit_on_device_batches_trains_and_validates(tmp_path: Path) -> None:
-    data = random_problem(size=32)
+    data = small_problem(size=32)
     datamodule = DefectDataModule(data, 0.5, 0.25, batch_size=8, augment=train_augmentation(["flips"]))
     datamodule.device_images = DeviceImages(data, 0.5, 0.25, augment=["flips"])
     seen: list[torch.Tensor] = []

@@ -78,17 +78,11 @@ def test_localization_protocol_on_cuda_equals_cpu() -> None:
 
 
 def test_device_batches_on_cuda_equal_the_host_path() -> None:
-    import numpy as np
-    import pandas as pd
-
     from defectcam.data.datamodule import DefectDataModule
     from defectcam.data.device_batches import DeviceImages
-    from defectcam.data.prepare import ProblemData
+    from defectcam.data.random_problem import random_problem
 
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame({"image_id": [f"i{k}" for k in range(12)], "part": "val", "label": [0, 1] * 6,
-                          "mask_row": [-1, 0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5]})
-    data = ProblemData(1, table, rng.integers(0, 256, (12, 64, 64), dtype=np.uint8), np.zeros((6, 64, 64), bool))
+    data = random_problem({"val": 12}, 64, defect_every=2)
     batch = next(iter(DefectDataModule(data, 0.4, 0.2, batch_size=12).loader("val")))
     on_gpu = DeviceImages(data, 0.4, 0.2, augment=["flips"]).batch(batch["row"].cuda(), train=False)
     torch.testing.assert_close(on_gpu.cpu(), batch["image"], rtol=0, atol=1e-6)  # same float32 ops, any device

@@ -9,13 +9,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import BIN, REPO, run_cli, tiny_overrides
 
 
-def test_resume_after_kill_9(tmp_path: Path) -> None:
-    overrides = [*tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]"), "trainer.max_epochs=4"]
+@pytest.mark.parametrize("async_checkpoints", ["false", "true"])
+def test_resume_after_kill_9(tmp_path: Path, async_checkpoints: str) -> None:
+    overrides = [*tiny_overrides(tmp_path / "syn", tmp_path / "out", "[1]"), "trainer.max_epochs=4",
+                 f"train.async_checkpoints={async_checkpoints}"]
     last = tmp_path / "out" / "problem_1" / "checkpoints" / "last.ckpt"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     process = subprocess.Popen([str(BIN / "defectcam-train"), *overrides], cwd=REPO, env=env,

@@ -91,6 +91,7 @@ def test_compiled_module_keeps_its_checkpoint_keys() -> None:
     ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer: 'maybe' is not one of auto, true, false"),
     ("train.last_every_n_epochs=0", "train.last_every_n_epochs: 0 must be an integer >= 1"),
     ("data.device_cache=gpu", "data.device_cache: 'gpu' is not one of auto, true, false"),
+    ("train.async_checkpoints=later", "train.async_checkpoints: 'later' is not one of auto, true, false"),
 ])
 def test_bad_speed_settings_are_refused(compose_cfg, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

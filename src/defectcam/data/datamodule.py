@@ -8,7 +8,8 @@ import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+from lightning_fabric.utilities.seed import pl_worker_init_function
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler, get_worker_info
 
 from defectcam.data.device_batches import DeviceImages, RowDataset
 from defectcam.data.prepare import ProblemData
@@ -145,8 +146,19 @@ class DefectDataModule(pl.LightningDataModule):
     def _fit_dataset(self, part: str) -> DefectDataset | RowDataset:
         """What fit's loaders read: images (host path) or only rows and labels (device path)."""
         if self.device_images is None:
+            if part == "train":
+                self._seed_augmentation()
             return self.dataset(part, augment=part == "train")
         return RowDataset(self.part_rows(part), self.data.table["label"].to_numpy())
+
+    def _seed_augmentation(self) -> None:
+        # albumentations draws from a generator of its own that seed_everything never touches (a fresh OS seed
+        # otherwise): seed it from torch's seeded generator and the rank, so a seed gives the same training.
+        # Loader workers reseed their copy (seed_loader_worker).
+        if self.augment is not None:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            drawn = int(torch.randint(2**31 - 1, ()).item())
+            self.augment.set_random_seed(int(np.random.SeedSequence([drawn, rank]).generate_state(1)[0]))
 
     def on_after_batch_transfer(self, batch: dict[str, object], dataloader_idx: int) -> dict[str, object]:
         # Device path: the batch arrives as rows and labels; its images are gathered, normalized and augmented here.
@@ -175,5 +187,15 @@ class DefectDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            worker_init_fn=seed_loader_worker,
         )
+
+
+def seed_loader_worker(worker_id: int) -> None:
+    """A loader worker's seeding: Lightning's (torch, numpy, random by base seed, worker and rank), then the
+    worker's copy of the albumentations pipeline from the torch seed that gives it (its own generator)."""
+    pl_worker_init_function(worker_id)
+    augment = getattr(get_worker_info().dataset, "augment", None)
+    if augment is not None:
+        augment.set_random_seed(torch.initial_seed() % 2**32)
 

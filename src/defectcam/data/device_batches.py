@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from defectcam.cuda_switch import on_cuda_switch
 from defectcam.data.prepare import ProblemData
-from defectcam.errors import ConfigError
 
-DEVICE_CACHE_CHOICES = ("auto", "true", "false")
 
 
 class RowDataset(Dataset):
@@ -37,14 +36,8 @@ class RowDataset(Dataset):
 
 
 def use_device_cache(setting: object, accelerator: str) -> bool:
-    """data.device_cache: 'auto' means on when training runs on CUDA (trainer.accelerator gpu, cuda, or auto with a
-    GPU present, which Lightning's auto picks); 'true' also on the CPU (for tests)."""
-    name = str(setting).lower()
-    if name not in DEVICE_CACHE_CHOICES:
-        raise ConfigError(f"data.device_cache: {setting!r} is not one of {', '.join(DEVICE_CACHE_CHOICES)}")
-    if name == "auto":
-        return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    return name == "true"
+    """data.device_cache: auto (on when training runs on CUDA) | true (also on the CPU, for tests) | false."""
+    return on_cuda_switch(setting, "data.device_cache", accelerator)
 
 
 def brightness_contrast(gray: torch.Tensor, contrast: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:

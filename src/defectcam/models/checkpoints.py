@@ -5,7 +5,6 @@ stopping that starts watching after the noisy first epochs."""
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -118,12 +117,9 @@ class BestAndLastCheckpoint(pl.Callback):
         self._session_start = time.perf_counter()
 
     def _save(self, trainer: pl.Trainer, name: str) -> None:
-        # Every rank calls save_checkpoint (it synchronizes); rank 0 alone writes and renames.
-        tmp = self.dirpath / f".{name}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=name == "best.ckpt")  # best.ckpt is for inference only
-        if trainer.is_global_zero:
-            os.replace(tmp, self.dirpath / name)
-        trainer.strategy.barrier()
+        # Every rank takes part (the trainer synchronizes them); rank 0 writes through the trainer's checkpoint
+        # IO, which renames a finished temp file into place (checkpoint_io.py), in a background thread if asked.
+        trainer.save_checkpoint(self.dirpath / name, weights_only=name == "best.ckpt")  # best.ckpt is for inference only
 
 
 class EarlyStoppingFrom(EarlyStopping):

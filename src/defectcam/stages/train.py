@@ -16,12 +16,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from defectcam.cuda_switch import switch_value
 from defectcam.data.datamodule import JITTER_LIMIT, DefectDataModule
 from defectcam.data.device_batches import DeviceImages, use_device_cache
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError, ModelError, one_line
 from defectcam.io import read_json, write_json
 from defectcam.models.backbone import build_backbone
+from defectcam.models.checkpoint_io import checkpoint_io, use_async_checkpoints
 from defectcam.models.checkpoints import SETTINGS_KEY, BestAndLastCheckpoint, EarlyStoppingFrom, monitor_mode
 from defectcam.models.module import DefectClassifier
 from defectcam.stages.data import prepare_data
@@ -86,7 +88,8 @@ def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint)
         default_root_dir=str(out),
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version=""),
         callbacks=[stopper, checkpoint] if stopper else [checkpoint],  # stopper first: last.ckpt gets its new state
-        enable_checkpointing=False,  # our callback writes best/last atomically
+        enable_checkpointing=False,  # our callback decides when best/last are written
+        plugins=[checkpoint_io(use_async_checkpoints(cfg.train.async_checkpoints, str(cfg.trainer.accelerator)))],
         enable_progress_bar=bool(cfg.train.progress_bar),
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -94,7 +97,6 @@ def build_trainer(cfg: DictConfig, out: Path, checkpoint: BestAndLastCheckpoint)
 
 
 COMPILE_MODES = ("false", "true", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-FUSED_CHOICES = ("auto", "true", "false")
 
 
 def compile_mode(cfg: DictConfig) -> str | None:
@@ -112,8 +114,8 @@ def check_train_settings(cfg: DictConfig) -> None:
     if str(cfg.trainer.accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator: {cfg.trainer.accelerator!r} asks for a GPU, but torch sees no CUDA device "
                           f"here; use trainer=cpu (or trainer.accelerator=auto)")
-    if str(cfg.trainer.fused_optimizer).lower() not in FUSED_CHOICES:
-        raise ConfigError(f"trainer.fused_optimizer: {cfg.trainer.fused_optimizer!r} is not one of {', '.join(FUSED_CHOICES)}")
+    switch_value(cfg.trainer.fused_optimizer, "trainer.fused_optimizer")
+    use_async_checkpoints(cfg.train.async_checkpoints, str(cfg.trainer.accelerator))
     every = cfg.train.last_every_n_epochs
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ConfigError(f"train.last_every_n_epochs: {every!r} must be an integer >= 1")

@@ -1,4 +1,4 @@
-"""benchmarks/bench_paper_gpu.py runs the train stage's code path on random data (a tiny CPU smoke run)."""
+"""Benchmarks that the suite runs in small (CPU smoke runs): they must keep working, their numbers are not judged here."""
 
 from __future__ import annotations
 
@@ -25,3 +25,15 @@ def test_paper_benchmark_smoke_run(tmp_path: Path) -> None:
     lines = [line for line in result.stdout.splitlines() if line.strip().startswith("problem")]
     assert [line.split(":")[0].strip() for line in lines] == ["problem 1", "problem 2"]
     assert all("1 epochs" in line and "s in fit" in line for line in lines)
+
+
+def test_checkpoint_benchmark_times_three_writers(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_checkpoint.py"), "--arch", "resnet18", "--repeats", "1", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split(":")[0].strip() for line in result.stdout.splitlines()[1:]]
+    assert rows == ["lightning", "atomic", "async"]
+    assert "1.00x lightning" in result.stdout.splitlines()[1]
+    assert list(tmp_path.iterdir()) == []  # its files are removed
