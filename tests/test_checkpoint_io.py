@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import run_cli, tiny_overrides
-from defectcam.errors import ConfigError
-from defectcam.models.checkpoint_io import AtomicCheckpointIO, checkpoint_io, use_async_checkpoints
+from defectcam.errors import ConfigError, ModelError
+from defectcam.io import write_json
+from defectcam.models.checkpoint_io import AtomicCheckpointIO, BackgroundCheckpointIO, checkpoint_io, use_async_checkpoints
 
 
 def unpicklable() -> dict[str, object]:
@@ -24,6 +27,44 @@ def test_a_failed_write_leaves_the_previous_file_whole(tmp_path: Path) -> None:
         writer.save_checkpoint(unpicklable(), path)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(5))
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+
+def test_a_file_left_by_a_kill_is_replaced_by_the_next_save(tmp_path: Path) -> None:
+    (tmp_path / ".last.ckpt.tmp").write_bytes(b"half a checkpoint")
+    AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "last.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "best.ckpt")
+    write_json(tmp_path / "summary.json", {"a": 1})
+    for name in ("best.ckpt", "summary.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_an_unwritable_place_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    with pytest.raises(ModelError, match=r"checkpoints/last.ckpt: cannot write the checkpoint \("):
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(2)}, tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_the_background_writer_holds_at_most_two_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk_ready, save = threading.Event(), torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (disk_ready.wait(10), save(obj, f)))  # a slow disk
+    writer = BackgroundCheckpointIO()
+    writer.save_checkpoint({"w": torch.zeros(3)}, tmp_path / "best.ckpt")
+    writer.save_checkpoint({"w": torch.ones(3)}, tmp_path / "last.ckpt")
+    third = threading.Thread(target=writer.save_checkpoint, args=({"w": torch.full((3,), 2.0)}, tmp_path / "last.ckpt"))
+    third.start()
+    third.join(0.5)
+    assert third.is_alive()  # two copies are held: the third save waits for the disk
+    disk_ready.set()
+    third.join(10)
+    writer.teardown()
+    assert torch.equal(torch.load(tmp_path / "last.ckpt", weights_only=True)["w"], torch.full((3,), 2.0))  # written in order
 
 
 def test_async_writes_hold_the_values_of_save_time(tmp_path: Path) -> None:

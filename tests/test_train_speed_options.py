@@ -21,14 +21,13 @@ class _RecordingTrainer(SimpleNamespace):
     """The parts of a Trainer BestAndLastCheckpoint reads; records which file each epoch wrote."""
 
     def save_checkpoint(self, path: Path, weights_only: bool = False) -> None:
-        self.saved.append((self.current_epoch, Path(path).name.strip(".").removesuffix(".tmp")))
+        self.saved.append((self.current_epoch, Path(path).name))
         Path(path).write_text(str(self.current_epoch))
 
 
 def _saves(tmp_path: Path, last_every: int, max_epochs: int, stop_after: int | None = None) -> list[tuple[int, str]]:
     callback = BestAndLastCheckpoint(tmp_path, monitor="val/loss", last_every=last_every)
-    trainer = _RecordingTrainer(sanity_checking=False, is_global_zero=True, strategy=SimpleNamespace(barrier=lambda: None),
-                                max_epochs=max_epochs, should_stop=False, saved=[])
+    trainer = _RecordingTrainer(sanity_checking=False, max_epochs=max_epochs, should_stop=False, saved=[])
     for epoch in range(max_epochs if stop_after is None else stop_after + 1):
         loss = 1.0 / (epoch + 1) if epoch < 2 else 1.0  # improves on epochs 0 and 1 only
         trainer.current_epoch, trainer.should_stop = epoch, epoch == stop_after

@@ -47,7 +47,7 @@ class _FakeTrainer(SimpleNamespace):
 
 def _best_epoch(tmp_path: Path, monitor: str, epochs: list[dict[str, float]]) -> int:
     callback = BestAndLastCheckpoint(tmp_path, monitor=monitor)
-    trainer = _FakeTrainer(sanity_checking=False, is_global_zero=True, strategy=SimpleNamespace(barrier=lambda: None))
+    trainer = _FakeTrainer(sanity_checking=False)
     for epoch, metrics in enumerate(epochs):
         trainer.current_epoch, trainer.callback_metrics = epoch, {k: torch.tensor(v) for k, v in metrics.items()}
         callback.on_validation_end(trainer, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import albumentations as A
 import numpy as np
@@ -156,9 +157,11 @@ class DefectDataModule(pl.LightningDataModule):
         # otherwise): seed it from torch's seeded generator and the rank, so a seed gives the same training.
         # Loader workers reseed their copy (seed_loader_worker).
         if self.augment is not None:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
             drawn = int(torch.randint(2**31 - 1, ()).item())
-            self.augment.set_random_seed(int(np.random.SeedSequence([drawn, rank]).generate_state(1)[0]))
+            seed_pipeline(self.augment, int(np.random.SeedSequence([drawn, self._rank()]).generate_state(1)[0]))
+
+    def _rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
 
     def on_after_batch_transfer(self, batch: dict[str, object], dataloader_idx: int) -> dict[str, object]:
         # Device path: the batch arrives as rows and labels; its images are gathered, normalized and augmented here.
@@ -187,15 +190,27 @@ class DefectDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
-            worker_init_fn=seed_loader_worker,
+            worker_init_fn=partial(seed_loader_worker, rank=self._rank()),
         )
 
 
-def seed_loader_worker(worker_id: int) -> None:
-    """A loader worker's seeding: Lightning's (torch, numpy, random by base seed, worker and rank), then the
-    worker's copy of the albumentations pipeline from the torch seed that gives it (its own generator)."""
-    pl_worker_init_function(worker_id)
+def seed_pipeline(augment: A.Compose, seed: int) -> None:
+    """Seed an albumentations pipeline: one generator shared by all its transforms.
+
+    albumentations' own `set_random_seed` (and `Compose(seed=...)`) gives every transform a generator with the
+    same seed, so their draws coincide: HorizontalFlip fires exactly when VerticalFlip does and half of the
+    eight flips/turns never occur. One shared stream keeps the draws independent.
+    """
+    augment.set_random_seed(seed)
+    augment.set_random_state(augment.random_generator, augment.py_random)
+
+
+def seed_loader_worker(worker_id: int, rank: int = 0) -> None:
+    """A loader worker's seeding: Lightning's (torch, numpy, random from the base seed, worker and rank), then the
+    worker's copy of the albumentations pipeline from the torch seed that gives it (its own generator).
+
+    The rank is passed in: a worker started by spawn does not inherit the rank Lightning keeps in the parent."""
+    pl_worker_init_function(worker_id, rank=rank)
     augment = getattr(get_worker_info().dataset, "augment", None)
     if augment is not None:
-        augment.set_random_seed(torch.initial_seed() % 2**32)
-
+        seed_pipeline(augment, torch.initial_seed() % 2**32)

@@ -167,6 +167,8 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     trainer = build_trainer(cfg, out, checkpoint)
     log.info("problem %d: training%s", data.problem, f" (resuming from {resume})" if resume else "")
     trainer.fit(module, datamodule=train_datamodule(cfg, data, normalization), ckpt_path=str(resume) if resume else None)
+    # Rank 0 finished its checkpoint writes in fit's teardown; no rank reads best.ckpt before that.
+    trainer.strategy.barrier("checkpoints written")
     summary = {
         "problem": data.problem,
         "epochs": int(trainer.current_epoch),
