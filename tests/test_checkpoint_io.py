@@ -88,13 +88,6 @@ def test_an_async_write_error_is_raised_at_teardown(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("setting", "accelerator", "expected"), [
-    ("auto", "cpu", False), (True, "cpu", True), (False, "gpu", False), ("auto", "gpu", torch.cuda.is_available()),
-    ("auto", "auto", torch.cuda.is_available())])
-def test_async_checkpoints_setting(setting: object, accelerator: str, expected: bool) -> None:
-    assert use_async_checkpoints(setting, accelerator) is expected
-
-
 def test_unknown_async_setting_is_refused() -> None:
     with pytest.raises(ConfigError, match="train.async_checkpoints: 'later' is not one of auto, true, false"):
         use_async_checkpoints("later", "cpu")

@@ -15,6 +15,7 @@ from defectcam.data.prepare import ProblemData
 from defectcam.data.random_problem import random_problem
 from defectcam.errors import ConfigError
 from defectcam.models.backbone import build_backbone
+from defectcam.models.checkpoint_io import use_async_checkpoints
 from defectcam.models.module import DefectClassifier
 
 
@@ -109,11 +110,12 @@ def test_fit_on_device_batches_trains_and_validates(tmp_path: Path) -> None:
     assert torch.equal(validated[0]["image"], host_val["image"][: len(validated[0]["image"])])  # never augmented
 
 
+@pytest.mark.parametrize("switch", [use_device_cache, use_async_checkpoints])
 @pytest.mark.parametrize(("setting", "accelerator", "expected"), [
     ("auto", "cpu", False), (True, "cpu", True), (False, "gpu", False), ("auto", "gpu", torch.cuda.is_available()),
     ("auto", "auto", torch.cuda.is_available())])
-def test_device_cache_setting(setting: object, accelerator: str, expected: bool) -> None:
-    assert use_device_cache(setting, accelerator) is expected
+def test_speed_switches_follow_the_accelerator(switch, setting: object, accelerator: str, expected: bool) -> None:
+    assert switch(setting, accelerator) is expected  # auto: on when training runs on CUDA
 
 
 def test_unknown_device_cache_setting_is_refused() -> None:
