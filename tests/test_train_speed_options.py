@@ -85,18 +85,6 @@ def test_compiled_module_keeps_its_checkpoint_keys() -> None:
     assert all(key.startswith("net.") for key in compiled.state_dict())
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("trainer.compile=turbo", "trainer.compile: 'turbo' is not one of false, true, default, reduce-overhead"),
-    ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer: 'maybe' is not one of auto, true, false"),
-    ("train.last_every_n_epochs=0", "train.last_every_n_epochs: 0 must be an integer >= 1"),
-    ("data.device_cache=gpu", "data.device_cache: 'gpu' is not one of auto, true, false"),
-    ("train.async_checkpoints=later", "train.async_checkpoints: 'later' is not one of auto, true, false"),
-])
-def test_bad_speed_settings_are_refused(compose_cfg, override: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        check_train_settings(compose_cfg(override))
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="torch.compile on the CPU needs a C compiler")
 def test_compiled_training_step_matches_eager() -> None:

@@ -88,9 +88,14 @@ def test_nan_auc_everywhere_still_gives_a_best_checkpoint(tmp_path: Path) -> Non
         ("train.early_stopping.monitor=loss", "train.early_stopping.monitor: 'loss'"),
         ("train.early_stopping.patience=-1", "train.early_stopping.patience: -1"),
         ("train.early_stopping.start_fraction=1.5", "train.early_stopping.start_fraction: 1.5"),
+        ("trainer.compile=turbo", "trainer.compile: 'turbo' is not one of false, true, default, reduce-overhead"),
+        ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer: 'maybe' is not one of auto, true, false"),
+        ("train.last_every_n_epochs=0", "train.last_every_n_epochs: 0 must be an integer >= 1"),
+        ("data.device_cache=gpu", "data.device_cache: 'gpu' is not one of auto, true, false"),
+        ("train.async_checkpoints=later", "train.async_checkpoints: 'later' is not one of auto, true, false"),
     ],
 )
-def test_unknown_recipe_settings_are_refused(compose_cfg, override: str, message: str) -> None:
+def test_unknown_training_settings_are_refused(compose_cfg, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         check_train_settings(compose_cfg(override))
 

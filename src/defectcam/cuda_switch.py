@@ -17,10 +17,13 @@ def switch_value(setting: object, key: str) -> str:
     return value
 
 
+def trains_on_cuda(accelerator: str) -> bool:
+    """Whether trainer.accelerator puts training on CUDA here: gpu or cuda, or auto with a GPU present (which
+    Lightning's auto picks)."""
+    return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+
+
 def on_cuda_switch(setting: object, key: str, accelerator: str) -> bool:
-    """True for 'true'; for 'auto' when training runs on CUDA (trainer.accelerator gpu or cuda, or auto with a GPU
-    present, which Lightning's auto picks); False for 'false'."""
+    """True for 'true', False for 'false'; for 'auto', whether training runs on CUDA."""
     value = switch_value(setting, key)
-    if value == "auto":
-        return accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    return value == "true"
+    return trains_on_cuda(accelerator) if value == "auto" else value == "true"

@@ -135,6 +135,7 @@ class DefectDataModule(pl.LightningDataModule):
         return DefectDataset(self.data, self.part_rows(part), self.mean, self.std, self.augment if augment else None)
 
     def train_dataloader(self) -> DataLoader:
+        self._seed_augmentation()
         dataset = self._fit_dataset("train")
         if self.sampler == "balanced":
             # Defects are rare on real data (1 image in 8): every batch then holds both classes about equally.
@@ -147,16 +148,14 @@ class DefectDataModule(pl.LightningDataModule):
     def _fit_dataset(self, part: str) -> DefectDataset | RowDataset:
         """What fit's loaders read: images (host path) or only rows and labels (device path)."""
         if self.device_images is None:
-            if part == "train":
-                self._seed_augmentation()
             return self.dataset(part, augment=part == "train")
         return RowDataset(self.part_rows(part), self.data.table["label"].to_numpy())
 
     def _seed_augmentation(self) -> None:
         # albumentations draws from a generator of its own that seed_everything never touches (a fresh OS seed
         # otherwise): seed it from torch's seeded generator and the rank, so a seed gives the same training.
-        # Loader workers reseed their copy (seed_loader_worker).
-        if self.augment is not None:
+        # Loader workers reseed their copy (seed_loader_worker). The device path draws from torch itself.
+        if self.augment is not None and self.device_images is None:
             drawn = int(torch.randint(2**31 - 1, ()).item())
             seed_pipeline(self.augment, int(np.random.SeedSequence([drawn, self._rank()]).generate_state(1)[0]))
 

@@ -20,7 +20,6 @@ from defectcam.cuda_switch import on_cuda_switch
 from defectcam.data.prepare import ProblemData
 
 
-
 class RowDataset(Dataset):
     """Rows of one part as dict(row, label): the images are looked up on the device (DeviceImages)."""
 

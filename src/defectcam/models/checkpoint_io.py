@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,32 +13,25 @@ from lightning_utilities.core.apply_func import apply_to_collection
 
 from defectcam.cuda_switch import on_cuda_switch
 from defectcam.errors import ModelError, one_line
+from defectcam.io import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into `.<name>.tmp` beside the target, then os.replace: a kill -9 leaves the old file whole.
+    """torch.save into a temp file beside the target, then rename (`atomic_path`): a kill -9 leaves the old file whole.
 
     Lightning's own writer serializes the whole checkpoint into memory first (~300 MB for ResNet-50 with
-    AdamW) and then copies it out; writing the file directly skips that copy. The temp name is fixed, so a
-    file left by a kill is overwritten by the next save rather than piling up. A failed write (full disk,
+    AdamW) and then copies it out; writing the file directly skips that copy. A failed write (full disk,
     unwritable folder) is a one-line ModelError naming the file.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(checkpoint, tmp)
-            tmp.replace(target)
-        except BaseException as exc:
-            with suppress(OSError):  # the folder itself may be what failed
-                tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise ModelError(f"{target}: cannot write the checkpoint ({one_line(exc)})") from None
-            raise
+            with atomic_path(path, single_writer=True) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot write the checkpoint ({one_line(exc)})") from None
 
 
 class BackgroundCheckpointIO(AtomicCheckpointIO):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from defectcam.cuda_switch import trains_on_cuda
 from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import StageOrderError
@@ -17,9 +18,8 @@ from defectcam.stages.settings import output_dir
 
 
 def inference_device(cfg: DictConfig) -> torch.device:
-    """CUDA when the trainer asks for a GPU (or auto) and one is present, else the CPU."""
-    wants_gpu = str(cfg.trainer.accelerator) in ("gpu", "cuda", "auto")
-    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+    """CUDA where training runs on CUDA (trainer.accelerator gpu/cuda, or auto with a GPU present), else the CPU."""
+    return torch.device("cuda" if trains_on_cuda(str(cfg.trainer.accelerator)) else "cpu")
 
 
 def autocast_for(cfg: DictConfig, device: torch.device) -> AbstractContextManager[object]:
