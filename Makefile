@@ -12,11 +12,12 @@ ARGS ?=
 RUN = experiment=$(EXPERIMENT) $(ARGS)
 SWEEP_THRESHOLDS ?= 0.05,0.1,0.15,0.2,0.3,0.4,0.5,0.6
 SEEDS ?= 0,1,2
-PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# --no-cache-dir: the wheels are installed once; a cached copy would only take disk (CI machines can be short of it).
+PIP := $(BIN)/python -m pip --disable-pip-version-check --no-cache-dir -q
 # This machine's pip configuration names local indexes that may not exist; their warnings are noise.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: setup data train evaluate cams localize report reproduce sweep seeds bench test clean
+.PHONY: setup data train evaluate cams fullres localize report reproduce predict export sweep seeds bench test clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +40,9 @@ evaluate: setup
 cams: setup
 	$(BIN)/defectcam-cams $(RUN)
 
+fullres: setup
+	$(BIN)/defectcam-fullres $(RUN)
+
 localize: setup
 	$(BIN)/defectcam-localize $(RUN)
 
@@ -47,6 +51,15 @@ report: setup
 
 reproduce: setup
 	$(BIN)/defectcam-reproduce $(RUN)
+
+# A trained experiment's localizer on new images: make predict ARGS="predict.input=new/ predict.output=predicted/ data.problems=[1]"
+predict: setup
+	$(BIN)/defectcam-predict $(RUN)
+
+# The classifier + full-resolution decoder of predict's entry as one model, problem_<k>/export/localizer.onnx, .pt2
+# and .json (docs/export.md): make export ARGS="data.problems=[1] predict.entry=fullres/layercam/layer2"
+export: setup
+	$(BIN)/defectcam-export $(RUN)
 
 # A threshold sweep over the cached CAMs (run `make reproduce` or `make cams` first), jobs in parallel
 # with the joblib launcher; gathered into outputs/<experiment>/sweep/sweep.csv and sweep.png.
@@ -63,6 +76,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_checkpoint.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 # Two workers, one per core (one OpenMP thread each: tests/conftest.py).
 test: setup

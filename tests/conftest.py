@@ -42,6 +42,9 @@ def tiny_overrides(root: Path, out: Path, problems: str = "[1,2]") -> list[str]:
         "evaluate.warmup=1",
         "cam.figure_images=2",
         "localize.n_thresholds=21",
+        "fullres.steps=4",
+        "fullres.eval_every=2",
+        "fullres.figure_images=2",
     ]
 
 

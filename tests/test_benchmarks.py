@@ -36,3 +36,24 @@ def test_checkpoint_benchmark_times_three_writers(tmp_path: Path) -> None:
     rows = [line.split(":")[0].strip() for line in result.stdout.splitlines()[1:]]
     assert rows == ["lightning", "atomic", "async"]
     assert "1.00x lightning" in result.stdout.splitlines()[1]
+
+
+def run_benchmark(name: str, *args: str) -> list[str]:
+    """A benchmark script's stdout lines (it must exit 0)."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
+def test_predict_benchmark_prints_both_rates() -> None:
+    lines = run_benchmark("bench_predict.py", "--arch", "resnet18", "--images", "2", "--native", "48", "--size", "32", "--repeats", "1")
+    assert lines[1].startswith("bare forward:") and "(1.00x)" in lines[1]
+    assert lines[2].startswith("predict:") and "x bare)" in lines[2]
+
+
+def test_fullres_benchmark_prints_both_ratios() -> None:
+    lines = run_benchmark("bench_fullres.py", "--arch", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
+                          "--experiment", "quick")
+    assert lines[1].startswith("compute_cams (3 methods x 4 layers):") and "(1.00x)" in lines[1]
+    assert lines[2].startswith("full-resolution map (one forward):") and "x compute_cams)" in lines[2]
+    assert lines[4].startswith("decoder training step (batch 8") and lines[5].startswith("quick's recipes: 200 decoder steps")

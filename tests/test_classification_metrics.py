@@ -112,5 +112,5 @@ def test_validation_auc_ranks_by_margin() -> None:
 def test_predictions_keep_p_defect_and_add_the_margin() -> None:
     margins = logit_margin(SATURATED_LOGITS)
     table = prediction_table([f"i{k}" for k in range(5)], SATURATED_LABELS, SATURATED_LOGITS.softmax(1)[:, 1], margins)
-    assert list(table.columns) == ["image_id", "label", "p_defect", "logit_margin", "pred"]
+    assert list(table.columns) == ["image_id", "label", "p_defect", "logit_margin", "pred", "pred_argmax"]
     assert table["logit_margin"].tolist() == margins.tolist() and table["pred"].tolist() == [1, 1, 1, 1, 0]

@@ -9,7 +9,7 @@ from defectcam.errors import ConfigError
 from defectcam.stages.settings import validate
 
 
-@pytest.mark.parametrize("experiment", ["quick", "paper", "official"])
+@pytest.mark.parametrize("experiment", ["quick", "dagm_cpu", "paper", "official"])
 def test_every_experiment_composes(compose_cfg, experiment: str) -> None:
     cfg = compose_cfg(f"experiment={experiment}")
     OmegaConf.resolve(cfg)
@@ -34,6 +34,14 @@ def test_paper_has_the_study_settings(compose_cfg) -> None:
     assert list(cfg.data.mean_std[1]) == [0.2748, 0.1121]
 
 
+def test_dagm_cpu_is_real_dagm_on_the_cpu_with_the_full_resolution_stage(compose_cfg) -> None:
+    cfg = compose_cfg("experiment=dagm_cpu")
+    assert cfg.data.name == "dagm" and cfg.data.split == "official" and list(cfg.data.problems) == [1]
+    assert cfg.trainer.accelerator == "cpu" and cfg.model.weights == "none" and cfg.data.image_size == 256
+    assert cfg.data.sampler == "balanced" and cfg.train.monitor == "val/auc"  # the quick recipe
+    assert list(cfg.fullres.supervision) and cfg.fullres.crop is None and cfg.fullres.steps == 200
+
+
 def test_official_covers_all_ten_classes(compose_cfg) -> None:
     cfg = compose_cfg("experiment=official")
     assert list(cfg.data.problems) == list(range(1, 11)) and cfg.data.split == "official"
@@ -53,6 +61,8 @@ def test_unknown_key_fails_at_composition(compose_cfg) -> None:
         ("data.problems=[]", "data.problems"),
         ("data.problems=[11]", "data.problems: [11]"),
         ("on_stale=ignore", "on_stale: 'ignore'"),
+        ("evaluate.decision=youden", "evaluate.decision: 'youden'"),
+        ("cam.tta=rot45", "cam.tta: 'rot45'"),
     ],
 )
 def test_unknown_values_are_refused(compose_cfg, override: str, message: str) -> None:

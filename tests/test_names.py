@@ -18,7 +18,7 @@ from defectcam.stages.settings import DAGM_PROBLEMS, backbone_layers, validate
 
 RESNET50_LAYERS = "layer1, layer2, layer3, layer4 or a block layer1.0..2, layer2.0..3, layer3.0..5, layer4.0..2"
 SCORED = ("gradcam, gradcampp, layercam, layercam_fused, multiplicative, multiplicative_geometric, "
-          "full_image, centred_ellipse, random")
+          "fullres, full_image, centred_ellipse, random")
 
 # (overrides, fragments the one-line message must hold: the key, the bad name and the valid choices)
 BAD_NAMES = [
@@ -76,7 +76,11 @@ def test_a_bad_name_is_refused_with_the_choices(compose_cfg, overrides: list[str
         ["localize.methods=[layercam,layercam_fused,multiplicative_geometric,random]", "localize.layers=[layer2,layer3]"],
         ["localize.methods=null", "localize.layers=null", "localize.baselines=[]"],
         ["model=resnet18", "cam.layers=[layer1,layer2,layer3,layer4,layer3.1]"],
-        ["model=resnet18", "cam.layers=[layer3.1]", "~cam.fusions.layercam_fused", "~cam.fusions.multiplicative"],
+        ["model=resnet18", "cam.layers=[layer3.1]", "~cam.fusions.layercam_fused", "~cam.fusions.multiplicative",
+         "fullres.start=[layercam/layer3.1]"],
+        ["fullres.start=[multiplicative,gradcam/layer3]", "fullres.supervision=masks", "localize.methods=[supervised,layercam]"],
+        ["fullres.supervision=[]", "fullres.start=[]", "cam.layers=[layer4]", "~cam.fusions.layercam_fused",
+         "~cam.fusions.multiplicative"],
         ["+cam.fusions.multiplicative_deep={method:gradcam,layers:[layer3,layer4]}",
          "localize.methods=[multiplicative_deep_geometric]"],
         ["data.problems=[1,2,3,4,5,6,7,8,9,10]", "on_stale=error", "localize.select_on=all_miou", "localize.bootstrap=1"],

@@ -19,6 +19,7 @@ CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1",
 LOCALIZATION = ["problem", "method", "layer", "split", "threshold", "miou", "all_miou", "false_alarm", "image_false_alarm",
                 "gate", "postprocess", "miou_ci_low", "miou_ci_high", "all_miou_ci_low", "all_miou_ci_high"]
 PER_PROBLEM = ["split.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "train_summary.json", "metrics.json",
+               "fullres/fullres.pt", "fullres/fullres_meta.json", "fullres/decoder_fullres.pt", "figures/fullres.png",
                "predictions.csv", "cams/cams.pt", "localization.csv", "curves.csv", "localization_images.csv", "figures/cams_layercam.png",
                "figures/threshold_curves.png"]
 
@@ -52,6 +53,28 @@ def test_classification_table(pipeline) -> None:
     assert metrics["n"] == len(predictions) and metrics["split"] == "test"
 
 
+def test_the_decision_is_chosen_on_validation_and_the_argmax_kept(pipeline) -> None:
+    from defectcam.evaluation.decision import decision_threshold
+    from defectcam.stages.cams import load_cam_cache
+
+    for problem in (1, 2):
+        folder = pipeline["out"] / f"problem_{problem}"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        predictions = pd.read_csv(folder / "predictions.csv")
+        split = pd.read_csv(folder / "split.csv")
+        cache = load_cam_cache(folder)
+        val_labels = torch.as_tensor(split["label"].to_numpy()[cache["val"]["rows"].numpy()])
+        # evaluate chooses on its own validation pass; the CAM cache's margins (another pass) agree on CPU, and
+        # localize's gate uses evaluate's threshold itself.
+        assert metrics["decision"] == "validation"
+        assert metrics["decision_threshold"] == pytest.approx(decision_threshold(cache["val"]["logit_margin"], val_labels), abs=1e-4)
+        assert json.loads((folder / "localization_meta.json").read_text())["decision_threshold"] == metrics["decision_threshold"]
+        assert (predictions["pred"] == (predictions["logit_margin"] > metrics["decision_threshold"])).all()
+        assert (predictions["pred_argmax"] == (predictions["logit_margin"] > 0)).all()
+        assert metrics["accuracy"] == pytest.approx((predictions["pred"] == predictions["label"]).mean())
+        assert metrics["accuracy_argmax"] == pytest.approx((predictions["pred_argmax"] == predictions["label"]).mean())
+
+
 def test_localization_table(pipeline) -> None:
     table = pd.read_csv(pipeline["out"] / "tables" / "localization.csv")
     assert set(LOCALIZATION + ["pixel_auroc", "pxap", "selection", "select_on"]) <= set(table.columns)
@@ -59,18 +82,19 @@ def test_localization_table(pipeline) -> None:
     assert not table.duplicated(["problem", "method", "layer", "gate", "postprocess"]).any()
     methods = set(table["method"])
     assert {"gradcam", "gradcampp", "layercam", "layercam_fused", "multiplicative", "multiplicative_geometric",
-            "full_image", "centred_ellipse", "random"} <= methods
+            "fullres", "full_image", "centred_ellipse", "random"} <= methods
     assert set(table.loc[table["method"] == "layercam", "layer"]) == {"layer1", "layer2", "layer3", "layer4"}
     assert set(table["gate"]) == {"none", "classifier"} and set(table["postprocess"]) == {"none", "ellipse"}
     for score in ("miou", "all_miou", "false_alarm", "image_false_alarm", "miou_ci_low", "miou_ci_high"):
         assert table[score].between(0, 1).all(), score
     assert (table["miou_ci_low"] <= table["miou"]).all() and (table["miou"] <= table["miou_ci_high"]).all()
-    assert len(table) == 2 * (3 * 4 + 3 + 3) * 2 * 2
+    # per problem: 3 methods x 4 layers, 3 fusion maps, the full-resolution decoder, 3 baselines; x 2 gates x 2 post-processes
+    assert len(table) == 2 * (3 * 4 + 3 + 1 + 3) * 2 * 2
     markdown = (pipeline["out"] / "tables" / "localization.md").read_text()
     assert "[" in markdown and "chosen on validation by miou" in markdown  # intervals, and the selection score named
     summary = pd.read_csv(pipeline["out"] / "tables" / "localization_summary.csv")
     assert set(summary["chosen_by"]) == {"miou", "all_miou"} and set(summary["gate"]) == {"none", "classifier"}
-    assert (summary["layer"] != "-").all()  # entries are CAMs; the best baseline stands beside them
+    assert (summary["layer"] != "-").all()  # entries are CAMs and decoders; the best baseline stands beside them
 
 
 def test_classifier_gate_follows_the_classifier_decisions(pipeline) -> None:
@@ -102,7 +126,7 @@ def test_check_quick_reads_the_tables_of_a_run(pipeline) -> None:
     assert check.returncode in (0, 1), check.stderr[-2000:]
     lines = check.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["problem 1", "problem 2"]
-    assert all(line.endswith(("ok", "FAIL")) and "LayerCAM layer" in line for line in lines)
+    assert all(line.endswith(("ok", "FAIL")) and "LayerCAM layer" in line and "balanced accuracy" in line for line in lines)
 
 
 def test_check_thresholds_finds_the_brute_force_optimum(pipeline) -> None:
@@ -191,7 +215,8 @@ def test_whole_pipeline_on_a_real_layout_dagm_tree(dagm_root: Path, tmp_path: Pa
     out = tmp_path / "out"
     result = run_cli("reproduce", "experiment=quick", "data=dagm", f"data.root={dagm_root}", "data.problems=[1]",
                      "data.image_size=32", "data.num_workers=2", "trainer.max_epochs=1", "train.progress_bar=false",
-                     f"paths.output_dir={out}", "evaluate.latency_images=2", "localize.n_thresholds=11")
+                     f"paths.output_dir={out}", "evaluate.latency_images=2", "localize.n_thresholds=11",
+                     "fullres.steps=4", "fullres.eval_every=2", "fullres.figure_images=1")
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "tables" / "localization.csv")
     assert table["problem"].unique().tolist() == [1] and (out / "report.html").is_file()

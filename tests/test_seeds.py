@@ -33,8 +33,11 @@ def test_aggregate_gives_mean_and_std_over_seed_folders(tmp_path: Path) -> None:
     assert table.loc["layer1", "seeds"] == 3
     assert table.loc["layer1", "miou_mean"] == pytest.approx(0.4)
     assert table.loc["layer2", "miou_std"] == pytest.approx(np.std([0.3, 0.5, 0.7], ddof=1))
+    assert table.loc["layer2", "miou_min"] == pytest.approx(0.3)
     classification = pd.read_csv(out / "classification_seeds.csv")
     assert classification["auc_roc_mean"].item() == pytest.approx(0.9) and classification["seeds"].item() == 3
+    assert classification["auc_roc_min"].item() == pytest.approx(0.8)
+    assert "accuracy_argmax_mean" not in classification  # tables from before the argmax columns: left out, no crash
     assert (out / "report.html").is_file() and (out / "localization_seeds.md").is_file()
     assert aggregate_seeds(tmp_path / "nothing") is None
 

@@ -41,16 +41,19 @@ def test_localize_after_retraining_refreshes_or_names_the_stale_cam_cache(copy) 
     refused = run_cli("localize", *overrides, "seed=7", "on_stale=error")
     line = one_line_error(refused)
     assert "cams.pt" in line and "defectcam-cams" in line and "best.ckpt changed" in line
+    cams = run_cli("cams", *overrides, "seed=7")
+    assert cams.returncode == 0, cams.stderr[-2000:]
+    # The gate's decision threshold is evaluate's: a metrics.json of the old model is refused by name, too.
+    assert "metrics.json" in one_line_error(run_cli("localize", *overrides, "seed=7", "on_stale=error"))
     refreshed = run_cli("localize", *overrides, "seed=7")
     assert refreshed.returncode == 0, refreshed.stderr[-2000:]
     assert cams_sha1(out) == now
     meta = json.loads((out / "problem_1" / "localization_meta.json").read_text())
-    assert meta["cams"]["checkpoint_sha1"] == now
-    # and the report rebuilt its tables from a fresh evaluation, not the old metrics.json
-    refused = run_cli("report", *overrides, "seed=7", "on_stale=error")
-    assert "metrics.json" in one_line_error(refused)
-    assert run_cli("report", *overrides, "seed=7").returncode == 0
-    assert json.loads((out / "problem_1" / "metrics.json").read_text())["key"]["checkpoint_sha1"] == now
+    metrics = json.loads((out / "problem_1" / "metrics.json").read_text())
+    assert meta["cams"]["checkpoint_sha1"] == now and metrics["key"]["checkpoint_sha1"] == now
+    assert meta["decision_threshold"] == metrics["decision_threshold"]
+    # and the report finds every input fresh now
+    assert run_cli("report", *overrides, "seed=7", "on_stale=error").returncode == 0
 
 
 def test_cam_cache_without_its_meta_is_not_trusted(copy) -> None:
@@ -73,5 +76,6 @@ def test_changed_cam_setting_makes_localize_recompute_the_cache(copy) -> None:
 
 def test_report_refuses_tables_of_other_localize_settings(copy) -> None:
     out, overrides = copy
-    line = one_line_error(run_cli("report", *overrides, "localize.select_on=all_miou", "on_stale=error"))
+    # n_thresholds changes the localization tables only (select_on would also make the decoder stale)
+    line = one_line_error(run_cli("report", *overrides, "localize.n_thresholds=51", "on_stale=error"))
     assert "localization.csv" in line and "defectcam-localize" in line

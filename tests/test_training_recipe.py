@@ -119,5 +119,5 @@ def test_quick_recipe_on_both_datasets(compose_cfg) -> None:
         assert cfg.data.sampler == "balanced" and cfg.train.monitor == "val/auc"
         assert cfg.train.early_stopping.monitor == "val/loss" and cfg.optim.scheduler._target_.endswith("warmup_cosine")
     # Only the schedule's length differs: real defects need the longer one.
-    assert (synthetic.trainer.max_epochs, real.trainer.max_epochs) == (5, 20)
+    assert (synthetic.trainer.max_epochs, real.trainer.max_epochs) == (6, 20)
     assert compose_cfg("experiment=paper").trainer.max_epochs == 10  # other experiments keep their own

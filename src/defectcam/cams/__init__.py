@@ -8,13 +8,16 @@ from defectcam.cams.extractor import CamResult, compute_cams, extract_cams
 from defectcam.cams.fusion import fuse_layercam, fuse_multiplicative
 from defectcam.cams.methods import METHODS
 from defectcam.cams.normalize import scoring_maps
+from defectcam.cams.tta import TTA_SETS, tta_cams
 
 __all__ = [
     "METHODS",
+    "TTA_SETS",
     "CamResult",
     "compute_cams",
     "extract_cams",
     "fuse_layercam",
     "fuse_multiplicative",
     "scoring_maps",
+    "tta_cams",
 ]

@@ -3,7 +3,8 @@
 Ranking metrics (AUC-ROC, AP) take the logit margin ``logit[1] - logit[0]``, not the softmax probability:
 p_defect = sigmoid(margin) is exactly 1.0 in float32 once the margin passes ~17 (and 0.0 below ~-104),
 so confident errors would tie with confident hits. The margin ranks like p_defect wherever p_defect does
-not saturate, and keeps ranking where it does. Hard decisions are the classifier's argmax (margin > 0).
+not saturate, and keeps ranking where it does. Hard decisions are margin > threshold: 0 is the classifier's
+argmax, and `defectcam.evaluation.decision` chooses another threshold on validation.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ def logit_margin(logits: torch.Tensor) -> torch.Tensor:
     return logits[:, 1] - logits[:, 0]
 
 
-def predict(margin: torch.Tensor) -> torch.Tensor:
-    """Hard labels (N,) from logit margins (N,): the argmax of the 2 logits (ties go to defect-free, like argmax)."""
-    return (margin > 0).long()
+def predict(margin: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """Hard labels (N,) from logit margins (N,): defect where margin > threshold; 0 is the argmax of the 2 logits
+    (ties go to defect-free, like argmax)."""
+    return (margin > threshold).long()
 
 
 def confusion(labels: torch.Tensor, predictions: torch.Tensor) -> dict[str, int]:
@@ -45,11 +47,11 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return ranking_scores(scores, labels).average_precision
 
 
-def classification_metrics(margin: torch.Tensor, labels: torch.Tensor) -> dict[str, float | int]:
+def classification_metrics(margin: torch.Tensor, labels: torch.Tensor, threshold: float = 0.0) -> dict[str, float | int]:
     """(N,) logit margins and (N,) 0/1 labels -> accuracy, balanced accuracy, confusion counts and
-    precision/recall/F1 (defect positive) of the decision margin > 0, AUC-ROC and AP of the margins."""
+    precision/recall/F1 (defect positive) of the decision margin > threshold (0: the argmax), AUC-ROC and AP of the margins."""
     labels, margin = labels.long().flatten(), margin.flatten()
-    counts = confusion(labels, predict(margin))
+    counts = confusion(labels, predict(margin, threshold))
     tn, fp, fn, tp = counts["tn"], counts["fp"], counts["fn"], counts["tp"]
     precision = _ratio(tp, tp + fp)
     recall = _ratio(tp, tp + fn)

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from defectcam.cams import fuse_layercam, fuse_multiplicative, scoring_maps
 from defectcam.errors import ConfigError
+from defectcam.fullres.maps import probability_scoring_maps
 from defectcam.localization.baselines import BASELINES
 
 BASELINE_LAYER = "-"
@@ -47,6 +48,21 @@ def fuse(fusion: Fusion, maps: Sequence[Tensor], size: tuple[int, int]) -> Tenso
     return fuse_multiplicative(maps, size, mode=fusion.mode)
 
 
+def entry_sources(method: str, layer: str, fusions: Mapping[str, Fusion]) -> tuple[str, list[str]]:
+    """The CAM method and layers an entry (a method at a layer, or a fusion by name) is built from."""
+    fusion = fusions.get(method)
+    return (fusion.method, list(fusion.layers)) if fusion else (method, [layer])
+
+
+def entry_scoring_maps(raw: Mapping[str, Mapping[str, Tensor]], method: str, layer: str, fusions: Mapping[str, Fusion],
+                       size: tuple[int, int]) -> Tensor:
+    """(N, H, W) [0, 1] scoring maps of one entry from raw maps[method][layer], as localize builds them."""
+    fusion = fusions.get(method)
+    if fusion is None:
+        return scoring_maps(raw[method][layer], size)
+    return fuse(fusion, [scoring_maps(raw[fusion.method][name], size) for name in fusion.layers], size)
+
+
 def scored_entries(
     raw: Mapping[str, Mapping[str, Tensor]],
     size: tuple[int, int],
@@ -55,8 +71,12 @@ def scored_entries(
     fusions: Sequence[Fusion],
     baselines: Sequence[str],
     seed: int,
+    probabilities: Mapping[str, Mapping[str, Tensor]] | None = None,
 ) -> Iterator[tuple[str, str, Tensor]]:
-    """(method, layer, scoring maps (N, H, W)) for every selected cached map, fusion and baseline."""
+    """(method, layer, scoring maps (N, H, W)) for every selected cached map, fusion, probability map and baseline.
+
+    `probabilities[method][layer]` (N, h, w) are maps that already are probabilities (the full-resolution
+    decoders'): they are upsampled, never min-max normalized, so a defect-free image can stay empty."""
     n = next(iter(next(iter(raw.values())).values())).shape[0]
     for method, per_layer in raw.items():
         if methods is not None and method not in methods:
@@ -70,6 +90,10 @@ def scored_entries(
         if methods is None or fusion.name in methods or fusion.name.removesuffix("_geometric") in methods:
             layer_maps = [scoring_maps(raw[fusion.method][layer], size) for layer in fusion.layers]
             yield fusion.name, "+".join(fusion.layers), fuse(fusion, layer_maps, size)
+    for method, per_layer in (probabilities or {}).items():
+        if methods is None or method in methods:
+            for layer, maps in per_layer.items():
+                yield method, layer, probability_scoring_maps(maps, size)
     for name in baselines:
         if name not in BASELINES:
             raise ConfigError(f"localize.baselines: {name!r} is not one of {', '.join(BASELINES)}")

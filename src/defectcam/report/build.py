@@ -9,14 +9,18 @@ import pandas as pd
 import torch
 
 from defectcam.errors import StageOrderError
+from defectcam.fullres import REFERENCE_METHODS
 from defectcam.io import read_json
 from defectcam.localization.bootstrap import bootstrap_interval
 
+# accuracy .. tp: the decision margin > decision_threshold (evaluate.decision); *_argmax: margin > 0, the reference study's.
 CLASSIFICATION_COLUMNS = [
-    "problem", "n", "accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1",
-    "tn", "fp", "fn", "tp", "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std", "throughput_img_s",
+    "problem", "n", "decision_threshold", "accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision",
+    "recall", "f1", "tn", "fp", "fn", "tp", "accuracy_argmax", "balanced_accuracy_argmax", "fp_argmax", "fn_argmax",
+    "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std", "throughput_img_s",
 ]
-SCORE_COLUMNS = ["accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1", "best_val_accuracy"]
+SCORE_COLUMNS = ["accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1",
+                 "accuracy_argmax", "balanced_accuracy_argmax", "best_val_accuracy"]
 ENTRY = ["method", "layer", "gate", "postprocess"]
 LOCALIZATION_COLUMNS = [
     "problem", *ENTRY, "split", "selection", "select_on", "threshold", "miou", "miou_ci_low", "miou_ci_high",
@@ -43,7 +47,7 @@ def classification_display(table: pd.DataFrame) -> pd.DataFrame:
     """The classification table with a mean row, for Markdown/LaTeX."""
     mean = table.drop(columns=["problem"]).mean(numeric_only=True).to_dict()
     display = pd.concat([table.astype({"problem": object}), pd.DataFrame([{"problem": "mean", **mean}])], ignore_index=True)
-    for column in ("n", "tn", "fp", "fn", "tp"):
+    for column in ("n", "tn", "fp", "fn", "tp", "fp_argmax", "fn_argmax"):
         display[column] = display[column].map(lambda v: f"{v:.1f}" if v % 1 else f"{int(v)}")
     return display
 
@@ -103,32 +107,86 @@ def heat_matrix(table: pd.DataFrame, gate: str, postprocess: str, score: str = "
 def summary_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per problem and gate, the entry a user would pick on validation, by mIoU and by all-mIoU, with its test scores.
 
-    Entries are CAM methods, layers, fusions and post-processes (baselines excluded); the best
-    baseline, picked the same way, stands beside it. Nothing here is chosen on test.
+    Entries are CAM methods, layers, fusions, full-resolution decoders and post-processes (baselines and the
+    fully supervised reference excluded); the best baseline, picked the same way, stands beside it, and the
+    reference (a decoder trained on true masks), picked the same way, with the share of its test mIoU the
+    chosen entry reaches. Nothing here is chosen on test.
     """
     chosen = rows[rows["selection"] == "val-best"]
     out = []
     for (problem, gate), group in chosen.groupby(["problem", "gate"], sort=False):
         val, test = group[group["split"] == "val"], group[group["split"] == "test"].set_index(ENTRY[:2] + ["postprocess"])
+        reference_rows = val["method"].isin(REFERENCE_METHODS)
         for chosen_by in ("miou", "all_miou"):
-            best = _pick(val[val["layer"] != BASELINE_LAYER], chosen_by)
+            best = _pick(val[(val["layer"] != BASELINE_LAYER) & ~reference_rows], chosen_by)
             baseline = _pick(val[val["layer"] == BASELINE_LAYER], chosen_by)
+            reference = _pick(val[reference_rows], chosen_by)
             if best is None:
                 continue
             result = test.loc[(best["method"], best["layer"], best["postprocess"])]
             row = {"problem": problem, "gate": gate, "chosen_by": chosen_by, "method": best["method"], "layer": best["layer"],
                    "postprocess": best["postprocess"], "select_on": result["select_on"], "threshold": result["threshold"]}
             for score in ("miou", "miou_ci_low", "miou_ci_high", "all_miou", "all_miou_ci_low", "all_miou_ci_high",
-                          "false_alarm", "image_false_alarm"):
+                          "false_alarm", "image_false_alarm", "n_defect_free"):
                 row[score] = result[score]
             if baseline is not None:
                 suffix = "" if baseline["postprocess"] == "none" else f" + {baseline['postprocess']}"
                 row["best_baseline"] = baseline["method"] + suffix
                 row["baseline_miou"] = test.loc[(baseline["method"], baseline["layer"], baseline["postprocess"]), "miou"]
+            if reference is not None:
+                row["reference"] = entry_name(reference["method"], reference["layer"], reference["postprocess"])
+                row["reference_miou"] = test.loc[(reference["method"], reference["layer"], reference["postprocess"]), "miou"]
+                row["share_of_reference"] = row["miou"] / row["reference_miou"] if row["reference_miou"] > 0 else np.nan
             out.append(row)
     return pd.DataFrame(out)
 
 
 def _pick(val: pd.DataFrame, score: str) -> pd.Series | None:
-    """The validation row with the highest score (first in table order on ties), or None."""
+    """The validation row with the highest score (first in table order on ties; NaN scores never), or None."""
+    val = val[val[score].notna()]
     return None if val.empty else val.loc[val[score].idxmax()]
+
+
+def entry_name(method: str, layer: str, postprocess: str) -> str:
+    """An entry as a person reads it: 'layercam layer1 + ellipse', 'the full-resolution map (from layercam/layer2)'."""
+    names = {"fullres": f"the full-resolution map (from {layer})", "supervised": "the decoder trained on true masks"}
+    return names.get(method, f"{method} {layer}") + ("" if postprocess == "none" else f" + {postprocess}")
+
+
+def answer_sentences(summary: pd.DataFrame, select_on: str = "miou") -> dict[int, str]:
+    """Per problem, the answer in words from the summary table: the entry validation chose (ungated) and its test
+    mIoU with interval, how many defect-free test images it flags, the same with the classifier gate, and the best
+    baseline. Every figure is a test score of an entry chosen on validation."""
+    sentences: dict[int, str] = {}
+    if summary.empty:
+        return sentences
+    for problem, group in summary[summary["chosen_by"] == select_on].groupby("problem", sort=False):
+        by_gate = {row["gate"]: row for _, row in group.iterrows()}
+        parts = []
+        if "none" in by_gate:
+            row = by_gate["none"]
+            parts.append(f"Problem {problem}: {entry_name(row['method'], row['layer'], row['postprocess'])} (chosen on "
+                         f"validation) finds defects with test mIoU {row['miou']:.2f} [{row['miou_ci_low']:.2f}, "
+                         f"{row['miou_ci_high']:.2f}] and {_flagged(row)}.")
+        if "classifier" in by_gate:
+            row = by_gate["classifier"]
+            lead = "Gated by the classifier" if parts else f"Problem {problem}, gated by the classifier:"
+            parts.append(f"{lead}, {entry_name(row['method'], row['layer'], row['postprocess'])} {_flagged(row)} "
+                         f"(test mIoU {row['miou']:.2f} [{row['miou_ci_low']:.2f}, {row['miou_ci_high']:.2f}], "
+                         f"all-mIoU {row['all_miou']:.2f}).")
+        first = by_gate.get("none", next(iter(by_gate.values())))
+        if isinstance(first.get("best_baseline"), str):
+            parts.append(f"The best baseline ({first['best_baseline']}) scores {first['baseline_miou']:.2f}.")
+        if isinstance(first.get("reference"), str):
+            parts.append(f"The fully supervised reference ({first['reference']} of the train part) scores "
+                         f"{first['reference_miou']:.2f}; the weakly supervised entry reaches {100 * first['share_of_reference']:.0f} % of it.")
+        sentences[int(problem)] = " ".join(parts)
+    return sentences
+
+
+def _flagged(row: pd.Series) -> str:
+    """'flags k of n defect-free test images': those with any predicted pixel (image_false_alarm x n_defect_free)."""
+    n = int(row["n_defect_free"]) if pd.notna(row.get("n_defect_free")) else 0
+    if not n:
+        return "has no defect-free test image to flag"
+    return f"flags {round(float(row['image_false_alarm']) * n)} of {n} defect-free test images"

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
+# Tables wrap inside the page's width (never a sideways scroll bar at 1400 px): cells break at spaces
+# ("67.8 [64.5, 70.8]" onto two lines), long names anywhere; the widest tables sit in <details>.
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td{white-space:nowrap}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
-.note{color:#555;font-size:13px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:1em 0;max-width:100%}
+th,td{border:1px solid #ccc;padding:2px 5px;text-align:right;overflow-wrap:anywhere}
+th{background:#f3f3f3;font-weight:600}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+.note{color:#555;font-size:13px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}summary{cursor:pointer;color:#2a5db0}
 .heat td{min-width:64px}.lead{font-size:15px;background:#f7f9fc;border-left:4px solid #4a7bd0;padding:6px 12px}
 """
 
@@ -35,6 +38,11 @@ def table_html(table: pd.DataFrame, percent: bool | Sequence[str] = False) -> st
         as_percent = percent is True or (not isinstance(percent, bool) and column in percent)
         shown[column] = [("-" if pd.isna(v) else f"{100 * v:.2f}" if as_percent else f"{v:.4g}") for v in shown[column]]
     return shown.to_html(index=False, na_rep="-", border=0)
+
+
+def collapsible(summary: str, content: str, open_: bool = False) -> str:
+    """A <details> section: `summary` as its one-line title, `content` shown when opened (open_: shown at first)."""
+    return f"<details{' open' if open_ else ''}><summary>{html.escape(summary)}</summary>\n{content}\n</details>"
 
 
 def heat_table_html(matrix: pd.DataFrame, caption: str) -> str:

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from defectcam.cams import extract_cams, scoring_maps
+from defectcam.cams import scoring_maps
+from defectcam.cams.tta import tta_cams
 from defectcam.cams.storage import decode_maps, encode_maps
 from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import StageOrderError, StaleInputError
@@ -40,6 +41,8 @@ def cam_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "methods": list(cfg.cam.methods),
         "layers": list(cfg.cam.layers),
         "target": str(cfg.cam.target),
+        # Only when on: caches made before cam.tta existed are caches without TTA, and stay valid.
+        **({"tta": str(cfg.cam.tta)} if str(cfg.cam.tta) != "none" else {}),
         "parts": list(cfg.cam.parts),
         "image_size": int(cfg.data.image_size),
         "image_ids_sha1": ids_hash(data.table),
@@ -58,8 +61,8 @@ def load_cam_cache(out: Path) -> dict[str, Any]:
     return cache
 
 
-def stale_reason(recorded: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
-    """Why a recorded meta does not describe what is wanted now (None when it does)."""
+def stale_reason(recorded: dict[str, Any] | None, wanted: dict[str, Any], made: str = "the CAMs were computed") -> str | None:
+    """Why a recorded meta does not describe what is wanted now (None when it does); `made`: when the cache was made."""
     if recorded is None:
         return "its meta file is missing"
     changed = [key for key in wanted if recorded.get(key) != wanted[key]]
@@ -67,7 +70,7 @@ def stale_reason(recorded: dict[str, Any] | None, wanted: dict[str, Any]) -> str
         return None
     key = changed[0]
     if key == "checkpoint_sha1":
-        return "best.ckpt changed since the CAMs were computed (retrained?)"
+        return f"best.ckpt changed since {made} (retrained?)"
     return f"{key} was {recorded.get(key)!r}, now {wanted[key]!r}"
 
 
@@ -96,7 +99,8 @@ def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: 
     rows, p_defect, margins = [], [], []
     maps: dict[str, dict[str, list[torch.Tensor]]] = {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):  # None: no bar when not a terminal
-        result = extract_cams(module.net, batch["image"].to(device), list(cfg.cam.layers), list(cfg.cam.methods), target)
+        result = tta_cams(module.net, batch["image"].to(device), list(cfg.cam.layers), list(cfg.cam.methods), target,
+                          str(cfg.cam.tta))
         rows.append(batch["row"])
         logits = result.logits.float().cpu()
         p_defect.append(logits.softmax(1)[:, 1])

@@ -15,7 +15,8 @@ from defectcam.errors import StaleInputError
 from defectcam.io import read_json
 from defectcam.stages.cams import CACHE_NAME, META_NAME, cam_meta, stale_reason
 from defectcam.stages.data import prepare_data
-from defectcam.stages.evaluate import evaluate_problem, evaluation_key
+from defectcam.stages.evaluate import evaluate_problem, stale_metrics
+from defectcam.stages.fullres import stale_fullres
 from defectcam.stages.localize import META_FILE, RESULT_FILES, localize_meta, localize_problem
 from defectcam.stages.settings import output_dir
 
@@ -24,18 +25,20 @@ def stale_input(cfg: DictConfig, data: ProblemData) -> tuple[str, str] | None:
     """(file, what is wrong and the command that refreshes it) for the first stale input of a problem, or None."""
     out = problem_dir(output_dir(cfg), data.problem)
     metrics = out / "metrics.json"
-    if not metrics.is_file():
-        return str(metrics), "missing; run `defectcam-evaluate` (make evaluate)"
-    if read_json(metrics).get("key") != evaluation_key(cfg, data.problem):
-        return str(metrics), "made from another best.ckpt or other evaluate settings; run `defectcam-evaluate` (make evaluate)"
+    stale = stale_metrics(cfg, data.problem)
+    if stale:
+        return stale
     cams = cam_meta(cfg, data)
     recorded = read_json(out / "cams" / META_NAME) if (out / "cams" / META_NAME).is_file() else None
     reason = stale_reason(recorded, cams) if (out / "cams" / CACHE_NAME).is_file() else "there is no CAM cache"
     if reason:
         return str(out / "cams" / CACHE_NAME), f"stale ({reason}); run `defectcam-cams` (make cams)"
+    fullres, fullres_cache, reason = stale_fullres(cfg, data)
+    if reason:
+        return str(fullres_cache), f"stale ({reason}); run `defectcam-fullres` (make fullres)"
     meta = out / META_FILE
     missing = [name for name in RESULT_FILES if not (out / name).is_file()]
-    if missing or not meta.is_file() or read_json(meta) != localize_meta(cfg, cams):
+    if missing or not meta.is_file() or read_json(meta) != localize_meta(cfg, cams, read_json(metrics)["decision_threshold"], fullres):
         return str(out / "localization.csv"), "made from other CAMs or localize settings; run `defectcam-localize` (make localize)"
     return None
 

@@ -20,22 +20,27 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from defectcam.data.prepare import ProblemData, problem_dir
-from defectcam.errors import ConfigError
+from defectcam.errors import ConfigError, StaleInputError
 from defectcam.evaluation.classification import predict
+from defectcam.evaluation.decision import decision_rule
+from defectcam.fullres import REFERENCE_METHODS
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.localization import Part, Protocol, evaluate_entry
 from defectcam.localization.entries import fusions_from, masks_tensor, scored_entries
 from defectcam.localization.protocol import scores_at
 from defectcam.report.figures import save_figure, threshold_curves
+from defectcam.stages.answer_strip import chosen_entry, draw_answer_strip, strip_maps
 from defectcam.stages.cams import fresh_cams, load_cam_cache
 from defectcam.stages.common import inference_device
+from defectcam.stages.evaluate import fresh_metrics
+from defectcam.stages.fullres import fresh_fullres, load_fullres_cache
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import output_dir, to_plain
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
 SWEEP_SCORES = ("miou", "all_miou", "dataset_iou", "two_class_miou", "false_alarm", "image_false_alarm")
-LOCALIZE_FORMAT = 2  # 2: native-resolution masks, gates, post-processes, intervals
+LOCALIZE_FORMAT = 3  # 3: + figures/answer_strip.png; 2: native-resolution masks, gates, post-processes, intervals
 RESULT_FILES = ("localization.csv", "curves.csv", "localization_images.csv")
 META_FILE = "localization_meta.json"
 
@@ -53,29 +58,51 @@ def protocol_of(cfg: DictConfig) -> Protocol:
     )
 
 
-def localize_meta(cfg: DictConfig, cams: dict[str, Any]) -> dict[str, Any]:
-    """What a problem's localization files depend on: its CAM cache and the localize settings."""
-    return {"format": LOCALIZE_FORMAT, "cams": cams, "localize": to_plain(cfg.localize),
-            "fusions": to_plain(cfg.cam.fusions) or {}, "seed": int(cfg.seed)}
+def localize_meta(cfg: DictConfig, cams: dict[str, Any], decision_threshold: float, fullres: dict[str, Any] | None) -> dict[str, Any]:
+    """What a problem's localization files depend on: its CAM cache, its fullres cache (None: no decoder), the
+    localize settings and the classifier's decision threshold (the gate's)."""
+    return {"format": LOCALIZE_FORMAT, "cams": cams, "localize": to_plain(cfg.localize), "fusions": to_plain(cfg.cam.fusions) or {},
+            "seed": int(cfg.seed), "decision": decision_rule(cfg.evaluate.decision), "decision_threshold": float(decision_threshold),
+            **({"fullres": fullres} if fullres is not None else {})}
 
 
-def parts_of(cache: dict[str, Any], part: str, data: ProblemData, device: torch.device) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """Raw maps of one cached part and its native-size masks, labels and classifier decisions, in cache order, on device."""
+def fresh_localize_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
+    """localize_meta of the inputs as they are now, each refreshed first when stale. One source for the decision:
+    the evaluate stage's metrics.json, so the gate decides at exactly the threshold the classification scores use."""
+    return localize_meta(cfg, fresh_cams(cfg, data), fresh_metrics(cfg, data)["decision_threshold"], fresh_fullres(cfg, data))
+
+
+def probability_maps(folder: Path, meta: dict[str, Any], part: str, rows: torch.Tensor, device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
+    """The decoders' probability maps of one part ({} without a fullres cache), in the CAM cache's row order."""
+    if "fullres" not in meta:
+        return {}
+    cached = load_fullres_cache(folder)[part]
+    if not torch.equal(cached["rows"], rows):
+        raise StaleInputError(f"{folder / 'fullres'}: its {part} rows differ from the CAM cache's; rerun make fullres")
+    return {m: {layer: maps.to(device) for layer, maps in per.items()} for m, per in cached["maps"].items()}
+
+
+def parts_of(cache: dict[str, Any], part: str, data: ProblemData, device: torch.device,
+             decision: float = 0.0) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Raw maps of one cached part and its native-size masks, labels and classifier decisions (margin > decision),
+    in cache order, on device."""
     if part not in cache:
         raise ConfigError(f"cam.parts: the CAM cache holds no {part!r} part; localization needs val and test")
     rows = cache[part]["rows"].numpy()
     labels = torch.as_tensor(data.table["label"].to_numpy()[rows] == 1)
     truth = {"masks": masks_tensor([data.mask_of(int(row)) for row in rows]).to(device), "defective": labels.to(device),
-             "predicted": predict(cache[part]["logit_margin"]).bool().to(device), "rows": torch.as_tensor(rows)}
+             "predicted": predict(cache[part]["logit_margin"], decision).bool().to(device), "rows": torch.as_tensor(rows)}
     maps = {m: {layer: raw.to(device) for layer, raw in per.items()} for m, per in cache[part]["maps"].items()}
     return maps, truth
 
 
-def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int]) -> Iterator[tuple[str, str, torch.Tensor]]:
+def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int],
+                probabilities: dict[str, dict[str, torch.Tensor]] | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
     """The scored entries of one part as the localize config selects them, as scoring maps of `size`."""
     select = lambda key: None if cfg.localize[key] is None else [str(v) for v in cfg.localize[key]]  # noqa: E731
     return scored_entries(
-        maps, size, select("methods"), select("layers"), fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed)
+        maps, size, select("methods"), select("layers"), fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed),
+        probabilities,
     )
 
 
@@ -87,16 +114,19 @@ def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
     """The protocol for every entry of one problem: localization.csv, curves.csv and localization_images.csv
     (skipped when up to date with the CAM cache, which is itself refreshed when stale)."""
     out = problem_dir(output_dir(cfg), data.problem)
-    meta = localize_meta(cfg, fresh_cams(cfg, data))
+    meta = fresh_localize_meta(cfg, data)
     meta_path = out / META_FILE
     if all((out / name).is_file() for name in RESULT_FILES) and meta_path.is_file() and read_json(meta_path) == meta and not cfg.localize.force:
         return pd.read_csv(out / "localization.csv")
     cache, device = load_cam_cache(out), inference_device(cfg)  # on the GPU when the trainer uses one
-    (val_raw, val_truth), (test_raw, test_truth) = parts_of(cache, "val", data, device), parts_of(cache, "test", data, device)
+    decision = float(meta["decision_threshold"])
+    (val_raw, val_truth), (test_raw, test_truth) = (parts_of(cache, part, data, device, decision) for part in ("val", "test"))
+    val_probs, test_probs = (probability_maps(out, meta, part, truth["rows"], device) for part, truth in (("val", val_truth), ("test", test_truth)))
     protocol = protocol_of(cfg)
     rows, curves, images = [], [], []
     test_ids = data.table["image_id"].to_numpy()[test_truth["rows"].numpy()]
-    for (method, layer, val_maps), (_, _, test_maps) in zip(entries_for(cfg, val_raw, data.native_size), entries_for(cfg, test_raw, data.native_size)):
+    for (method, layer, val_maps), (_, _, test_maps) in zip(entries_for(cfg, val_raw, data.native_size, val_probs),
+                                                            entries_for(cfg, test_raw, data.native_size, test_probs)):
         result = evaluate_entry(_part(val_maps, val_truth), _part(test_maps, test_truth), protocol)
         key = {"problem": data.problem, "method": method, "layer": layer}
         rows += [{**key, **row} for row in result.rows]
@@ -107,20 +137,26 @@ def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
     for name, frame in tables.items():
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
-    write_json(meta_path, meta)
     table, curve_table = tables["localization.csv"], tables["curves.csv"]
     plain = curve_table.query("split == 'val' and gate == 'none' and postprocess == 'none'")
     save_figure(threshold_curves(plain, f"problem {data.problem}: validation scores against threshold (no gate, no post-process)"),
                 out / "figures" / "threshold_curves.png")
+    strip_entry = chosen_entry(table, tables["localization_images.csv"], protocol.select_on, test_ids)
+    if strip_entry is not None:
+        draw_answer_strip(data, strip_entry, strip_maps(cfg, test_raw, data.native_size, strip_entry, test_probs), test_truth, out)
+    write_json(meta_path, meta)  # last: the figures belong to the results it vouches for
     _log_best(data.problem, table, protocol.select_on)
     return table
 
 
 def _log_best(problem: int, table: pd.DataFrame, select_on: str) -> None:
     """Log the entry ranked first on validation (never on test), per gate."""
-    chosen = table[(table["selection"] == "val-best") & (table["layer"] != "-")]
+    chosen = table[(table["selection"] == "val-best") & (table["layer"] != "-") & ~table["method"].isin(REFERENCE_METHODS)]
     for gate, group in chosen.groupby("gate", sort=False):
-        val = group[group["split"] == "val"].sort_values(select_on, ascending=False).iloc[0]
+        val = group[(group["split"] == "val") & group[select_on].notna()]
+        if val.empty:
+            continue
+        val = val.loc[val[select_on].idxmax()]  # the first in table order on ties, as the report picks
         test = group[(group["split"] == "test") & (group["method"] == val["method"]) & (group["layer"] == val["layer"])
                      & (group["postprocess"] == val["postprocess"])].iloc[0]
         log.info("problem %d, gate %s: best on validation %s %s (%s, threshold %.4g): test mIoU %.3f [%.3f, %.3f], "
@@ -130,13 +166,15 @@ def _log_best(problem: int, table: pd.DataFrame, select_on: str) -> None:
 
 def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict[str, Any]]:
     """One job of a threshold sweep: per entry, gate and post-process, val and test scores at one threshold."""
-    fresh_cams(cfg, data)
-    cache = load_cam_cache(problem_dir(output_dir(cfg), data.problem))
+    meta = fresh_localize_meta(cfg, data)
+    folder = problem_dir(output_dir(cfg), data.problem)
+    cache = load_cam_cache(folder)
     thresholds = torch.tensor([threshold], dtype=torch.float64)
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
     for part in ("val", "test"):
-        raw, truth = parts_of(cache, part, data, inference_device(cfg))
-        for method, layer, maps in entries_for(cfg, raw, data.native_size):
+        raw, truth = parts_of(cache, part, data, inference_device(cfg), float(meta["decision_threshold"]))
+        probs = probability_maps(folder, meta, part, truth["rows"], inference_device(cfg))
+        for method, layer, maps in entries_for(cfg, raw, data.native_size, probs):
             for postprocess in cfg.localize.postprocess:
                 per_gate = scores_at(_part(maps, truth), thresholds, str(postprocess), [str(g) for g in cfg.localize.gates])
                 for gate, curves in per_gate.items():

@@ -8,6 +8,7 @@ on_stale=error).
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from defectcam.data.prepare import problem_dir
 from defectcam.io import write_text
 from defectcam.report.build import (
     SCORE_COLUMNS,
+    answer_sentences,
     classification_display,
     classification_table,
     heat_matrix,
@@ -27,16 +29,18 @@ from defectcam.report.build import (
     per_problem_matrix,
     summary_table,
 )
-from defectcam.report.html import heat_table_html, image_tag, report_page, table_html
+from defectcam.report.html import collapsible, heat_table_html, image_tag, report_page, table_html
 from defectcam.report.paper import QUOTED_LOCALIZATION
 from defectcam.report.tables import with_intervals, write_table
+from defectcam.stages.answer_strip import STRIP_FILE
 from defectcam.stages.freshness import refresh_inputs
 from defectcam.stages.settings import output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
 INTERVAL_SCORES = ("miou", "all_miou")
-PERCENT = ["miou", "all_miou", "false_alarm", "image_false_alarm", "pixel_auroc", "pxap", "baseline_miou"]
+PERCENT = ["miou", "all_miou", "false_alarm", "image_false_alarm", "pixel_auroc", "pxap", "baseline_miou", "reference_miou",
+           "share_of_reference"]
 MIOU_NOTE = (
     "mIoU = mean per-image defect IoU over the defective test images (the number comparable to the reference study); "
     "all-mIoU = mean per-image IoU over all test images, a defect-free image scoring 1 when nothing is predicted on it "
@@ -94,9 +98,17 @@ def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFr
     """The page: the answer first (summary), then heat tables, curves, classification, CAM grids, quoted numbers."""
     note = selection_note(cfg)
     shown = with_intervals(summary, INTERVAL_SCORES)
-    sections = [("The answer: per problem, the entry chosen on validation, its test scores",
-                 f"<p class='lead'>{note} The best baseline, chosen the same way, is shown beside each entry.</p>"
-                 + table_html(shown, PERCENT) + f"<p class='note'>{MIOU_NOTE}</p>")]
+    sentences = answer_sentences(summary, str(cfg.localize.select_on))
+    # Every problem's sentence first (the answer fits one screen), then each problem's strip of test overlays.
+    answer = [f"<p class='lead'>{html.escape(sentences.get(problem, f'Problem {problem}: no CAM entry was scored.'))}</p>"
+              for problem in dirs]
+    answer += [image_tag(folder / "figures" / STRIP_FILE, f"problem {problem}: the chosen entry on test images (best, median "
+                         f"and worst defective by IoU; one defect-free)") for problem, folder in dirs.items()]
+    sections = [("The answer", "\n".join(answer) + f"<p class='note'>{note} The classifier decides by "
+                 f"evaluate.decision={cfg.evaluate.decision}.</p>"
+                 + collapsible("Per problem and gate: the entry chosen on validation (by mIoU, by all-mIoU), its test scores "
+                               "and the best baseline chosen the same way", table_html(shown, PERCENT))
+                 + f"<p class='note'>{MIOU_NOTE}</p>")]
     heat = []
     for gate in cfg.localize.gates:
         for postprocess in cfg.localize.postprocess:
@@ -104,13 +116,17 @@ def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFr
             heat.append(heat_table_html(grid, f"test mIoU (percent), mean over problems: gate {gate}, post-process {postprocess}"))
     sections.append(("Method x layer: test mIoU (mean over problems)", "\n".join(heat)))
     sections.append(("All entries, mean over problems (test; [low, high]: 95 % interval of the mean over problems)",
-                     table_html(with_intervals(matrix, INTERVAL_SCORES), PERCENT)))
+                     collapsible(f"{len(matrix)} entries x gate x post-process", table_html(with_intervals(matrix, INTERVAL_SCORES), PERCENT))))
     curves = [image_tag(folder / "figures" / "threshold_curves.png", f"problem {problem}: validation scores vs threshold")
               for problem, folder in dirs.items()]
     sections.append(("Threshold curves (validation; log threshold axis above 0.001)", "\n".join(curves)))
-    sections.append(("Classification (test split)", table_html(classification_display(classification), percent=False)))
+    sections.append(("Classification (test split)", collapsible(
+        f"per problem: the decision margin > decision_threshold (evaluate.decision={cfg.evaluate.decision}), the argmax's "
+        f"scores as *_argmax", table_html(classification_display(classification), percent=False), open_=True)))
     for problem, folder in dirs.items():
         figures = [image_tag(folder / "figures" / f"cams_{m}.png", f"problem {problem}: {m}") for m in cfg.cam.methods]
+        if (folder / "figures" / "fullres.png").is_file():
+            figures.append(image_tag(folder / "figures" / "fullres.png", f"problem {problem}: full-resolution maps and their starting CAM"))
         sections.append((f"Problem {problem}: CAMs on defective test images", "\n".join(figures)))
     sections.append(("Quoted from the reference study (not measured here; mIoU in percent)", table_html(quoted, percent=True)))
     problems = f"problem{'s' if len(dirs) > 1 else ''} {', '.join(str(p) for p in dirs)}"

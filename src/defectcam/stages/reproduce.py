@@ -10,17 +10,19 @@ from omegaconf import DictConfig
 from defectcam.stages.cams import run_cams
 from defectcam.stages.data import run_data
 from defectcam.stages.evaluate import run_evaluate
+from defectcam.stages.fullres import run_fullres
 from defectcam.stages.localize import run_localize
 from defectcam.stages.report import run_report
 from defectcam.stages.shell import stage_entry
 from defectcam.stages.train import check_train_settings, run_train
 
 log = logging.getLogger(__name__)
-STAGES = (("data", run_data), ("train", run_train), ("evaluate", run_evaluate), ("cams", run_cams), ("localize", run_localize), ("report", run_report))
+STAGES = (("data", run_data), ("train", run_train), ("evaluate", run_evaluate), ("cams", run_cams), ("fullres", run_fullres),
+          ("localize", run_localize), ("report", run_report))
 
 
 def run_reproduce(cfg: DictConfig) -> dict[str, float]:
-    """Run data -> train -> evaluate -> cams -> localize -> report; returns seconds per stage."""
+    """Run data -> train -> evaluate -> cams -> fullres -> localize -> report; returns seconds per stage."""
     check_train_settings(cfg)  # a bad training setting (trainer=gpu without CUDA) stops before the data is decoded
     seconds = {}
     for name, stage in STAGES:

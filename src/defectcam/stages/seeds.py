@@ -24,8 +24,9 @@ from defectcam.report.tables import write_table
 
 log = logging.getLogger(__name__)
 SEED_FOLDER = re.compile(r"^seed_(\d+)$")
-CLASSIFICATION_SCORES = ["accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1"]
-LOCALIZATION_SCORES = ["miou", "all_miou", "false_alarm", "image_false_alarm", "threshold"]
+CLASSIFICATION_SCORES = ["accuracy", "balanced_accuracy", "auc_roc", "average_precision", "precision", "recall", "f1",
+                         "accuracy_argmax", "balanced_accuracy_argmax", "decision_threshold"]
+LOCALIZATION_SCORES = ["miou", "all_miou", "false_alarm", "image_false_alarm", "pixel_auroc", "pxap", "threshold"]
 ENTRY = ["problem", "method", "layer", "gate", "postprocess"]
 
 
@@ -40,13 +41,15 @@ def seed_folders(parent: Path) -> dict[int, Path]:
 
 
 def _over_seeds(frames: dict[int, pd.DataFrame], keys: list[str], scores: list[str]) -> pd.DataFrame:
-    """Mean and sample standard deviation of each score over seeds, per key."""
+    """Mean, sample standard deviation and minimum of each score over seeds, per key (scores a table lacks,
+    written by an older defectcam, are left out)."""
     stacked = pd.concat([frame.assign(seed=seed) for seed, frame in frames.items()], ignore_index=True)
     grouped = stacked.groupby(keys, sort=False)
     table = grouped.size().rename("seeds").to_frame()
-    for score in scores:
+    for score in (s for s in scores if s in stacked.columns):
         table[f"{score}_mean"] = grouped[score].mean()
         table[f"{score}_std"] = grouped[score].std(ddof=1)
+        table[f"{score}_min"] = grouped[score].min()
     return table.reset_index()
 
 
@@ -61,16 +64,17 @@ def aggregate_seeds(parent: Path) -> Path | None:
     seeds = ", ".join(map(str, folders))
     per_class = _over_seeds(classification, ["problem"], CLASSIFICATION_SCORES)
     per_entry = _over_seeds(localization, ENTRY, LOCALIZATION_SCORES)
-    mean_entry = per_entry.groupby(ENTRY[1:], sort=False)[[c for c in per_entry.columns if c.endswith(("_mean", "_std"))]].mean().reset_index()
+    mean_entry = per_entry.groupby(ENTRY[1:], sort=False)[[c for c in per_entry.columns if c.endswith(("_mean", "_std", "_min"))]].mean().reset_index()
     percent = [c for c in per_entry.columns if c.startswith(tuple(s for s in LOCALIZATION_SCORES if s != "threshold"))]
-    write_table(per_class, out, "classification_seeds", f"Classification (test) over seeds {seeds}: mean and std",
-                percent_columns=[c for c in per_class.columns if c != "seeds" and c != "problem"])
-    write_table(per_entry, out, "localization_seeds", f"Localization (test, val-chosen thresholds) over seeds {seeds}: mean and std",
+    write_table(per_class, out, "classification_seeds", f"Classification (test) over seeds {seeds}: mean, std and min",
+                percent_columns=[c for c in per_class.columns if c not in ("seeds", "problem") and not c.startswith("decision_threshold")])
+    write_table(per_entry, out, "localization_seeds", f"Localization (test, val-chosen thresholds) over seeds {seeds}: mean, std and min",
                 mean_entry, percent)
     page = report_page(f"defectcam: {len(folders)} training seeds ({seeds})", [
-        ("Localization: mean over problems of the per-problem mean and std over seeds", table_html(mean_entry, percent)),
+        ("Localization: mean over problems of the per-problem mean, std and min over seeds", table_html(mean_entry, percent)),
         ("Localization per problem", table_html(per_entry, percent)),
-        ("Classification per problem", table_html(per_class, [c for c in per_class.columns if c.startswith(tuple(CLASSIFICATION_SCORES))])),
+        ("Classification per problem", table_html(per_class, [c for c in per_class.columns if c.startswith(tuple(CLASSIFICATION_SCORES))
+                                                              and not c.startswith("decision_threshold")])),
     ])
     write_text(out / "report.html", page)
     log.info("seeds %s gathered into %s", seeds, out)

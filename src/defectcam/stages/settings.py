@@ -12,9 +12,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from defectcam.cams.methods import METHODS
+from defectcam.cams.tta import TTA_SETS
 from defectcam.data.prepare import SplitSettings
 from defectcam.data.splits import PARTS
 from defectcam.errors import ConfigError
+from defectcam.evaluation.decision import DECISIONS
+from defectcam.fullres import DECODER_METHODS
 from defectcam.localization.baselines import BASELINES
 from defectcam.localization.entries import fusions_from
 from defectcam.localization.selection import GATES, POSTPROCESSES, SELECT_ON
@@ -25,9 +28,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.normalization": ("train", "fixed"),
     "model.arch": ("resnet18", "resnet34", "resnet50", "resnet101"),
     "cam.target": ("defect", "predicted"),
+    "cam.tta": tuple(TTA_SETS),
     "localize.select_on": SELECT_ON,
     "on_stale": ("recompute", "error"),
+    "evaluate.decision": DECISIONS,
+    "fullres.tta": tuple(TTA_SETS),
 }
+FULLRES_SUPERVISIONS = ("cams", "masks")
+DECODER_BLOCKS = 5  # the U-Net decoder climbs from layer4 (stride 32) to the input: five blocks
 # DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
 DAGM_PROBLEMS: tuple[int, ...] = tuple(range(1, 11))
 
@@ -51,6 +59,7 @@ def validate(cfg: DictConfig) -> None:
     _check_number(cfg, "evaluate.latency_images", minimum=1, integer=True)
     _check_number(cfg, "evaluate.warmup", minimum=0, integer=True)
     _check_names(cfg)
+    _check_fullres(cfg)
     if cfg.localize.threshold is not None:
         _check_number(cfg, "localize.threshold", minimum=0.0, maximum=1.0)
     if cfg.data.normalization == "fixed":
@@ -78,8 +87,9 @@ def _check_names(cfg: DictConfig) -> None:
     fused = _check_fusions(cfg, methods, layers)
     baselines = _name_list(cfg, "localize.baselines", allow_empty=True)
     _check_known("localize.baselines", baselines, tuple(BASELINES))
+    decoders = [DECODER_METHODS[s] for s in fullres_supervisions(cfg)]
     for name in _name_list(cfg, "localize.methods", allow_null=True) or []:
-        _check_scored_name(name, methods, fused, baselines)
+        _check_scored_name(name, methods, fused + decoders, baselines)
     _check_known("localize.layers", _name_list(cfg, "localize.layers", allow_null=True) or [], layers, "in cam.layers:")
     _check_known("localize.gates", _name_list(cfg, "localize.gates"), GATES)
     _check_known("localize.postprocess", _name_list(cfg, "localize.postprocess"), POSTPROCESSES)
@@ -145,7 +155,61 @@ def _check_scored_name(name: str, methods: list[str], fused: list[str], baseline
     if name in BASELINES:
         _check_cached(key, name, baselines, tuple(BASELINES), "localize.baselines")
     choices = ", ".join([*methods, *fused, *baselines])
-    raise ConfigError(f"{key}: {name!r} is not one of {choices} (cached methods, fusions, baselines; null for all)")
+    raise ConfigError(f"{key}: {name!r} is not one of {choices} (cached methods, fusions, decoders, baselines; null for all)")
+
+
+def _check_fullres(cfg: DictConfig) -> None:
+    """cfg.fullres: known supervisions, starting CAMs that are computed, numbers in range."""
+    fullres_starts(cfg)
+    for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "seeds.patch", "pairwise.radius"):
+        _check_number(cfg, f"fullres.{key}", minimum=1, integer=True)
+    for key in ("seeds.foreground", "seeds.background", "seeds.erode", "figure_images"):
+        _check_number(cfg, f"fullres.{key}", minimum=0, integer=True)
+    for key in ("lr", "pairwise.sigma_xy", "pairwise.sigma_intensity"):
+        _check_number(cfg, f"fullres.{key}", minimum=1e-12)
+    for key in ("weight_decay", "pairwise.weight", "size.weight"):
+        _check_number(cfg, f"fullres.{key}", minimum=0.0)
+    _check_number(cfg, "fullres.seeds.background_quantile", minimum=1e-6, maximum=1 - 1e-6)
+    if cfg.fullres.crop is not None:
+        _check_number(cfg, "fullres.crop", minimum=32, integer=True)  # at least the image's size: whole images
+    _check_number(cfg, "fullres.size.low", minimum=1e-6, maximum=1.0)
+    _check_number(cfg, "fullres.size.high", minimum=float(cfg.fullres.size.low), maximum=1.0)
+    channels = to_plain(cfg.fullres.decoder_channels)
+    if (not isinstance(channels, list) or len(channels) != DECODER_BLOCKS
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)):
+        raise ConfigError(f"fullres.decoder_channels: {channels!r} must be {DECODER_BLOCKS} positive integers, e.g. [128, 64, 32, 16, 16]")
+
+
+def fullres_supervisions(cfg: DictConfig) -> list[str]:
+    """fullres.supervision as a list (a bare name, as in fullres.supervision=masks, is a list of one)."""
+    value = OmegaConf.select(cfg, "fullres.supervision")
+    names = [str(value)] if isinstance(value, str) else _name_list(cfg, "fullres.supervision", allow_empty=True) or []
+    _check_known("fullres.supervision", names, FULLRES_SUPERVISIONS)
+    return names
+
+
+def fullres_starts(cfg: DictConfig) -> list[str]:
+    """fullres.start as 'method/layer' names (a fusion as 'name/layer1+layer2...'); ConfigError for a name whose
+    maps are not computed (a method or layer outside cam.methods / cam.layers, an unknown fusion)."""
+    names = _name_list(cfg, "fullres.start", allow_empty="cams" not in fullres_supervisions(cfg)) or []
+    fusions = {f.name: f for f in fusions_from(to_plain(cfg.cam.fusions) or {})}
+    methods, layers = [str(m) for m in cfg.cam.methods], [str(layer) for layer in cfg.cam.layers]
+    starts = []
+    for name in names:
+        method, _, layer = name.partition("/")
+        if method in fusions:
+            fused = "+".join(fusions[method].layers)
+            if layer not in ("", fused):
+                raise ConfigError(f"fullres.start: {name!r}: the fusion {method} is of {fused}; write {method} or {method}/{fused}")
+            starts.append(f"{method}/{fused}")
+            continue
+        if not layer:
+            choices = ", ".join([*(f"{m}/<layer>" for m in methods), *fusions])
+            raise ConfigError(f"fullres.start: {name!r} is neither method/layer nor a cam.fusions name; use one of {choices}")
+        _check_cached("fullres.start", method, methods, METHODS, "cam.methods")
+        _check_known("fullres.start", [layer], layers, "in cam.layers:")
+        starts.append(f"{method}/{layer}")
+    return starts
 
 
 @dataclass(frozen=True)

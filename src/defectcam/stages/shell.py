@@ -32,6 +32,7 @@ _QUIET = (
     r".*does not have many workers.*",
     r".*all_gather is deprecated.*",
     r".*The given NumPy array is not writable.*",
+    r".*module\(s\) in eval mode at the start of training.*",  # the fullres stage's frozen classifier, on purpose
 )
 
 

@@ -1,0 +1,147 @@
+"""The full-resolution stage's costs against the classifier's, measured in one run on the same batch.
+
+  maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_probabilities, no TTA)
+             against compute_cams for the configured methods and layers (one forward + one backward);
+  training — one decoder training step (frozen encoder forward without a graph, decoder forward and backward, AdamW
+             on the decoder; the recipe's crop and batch) against one classifier training step (forward, backward,
+             AdamW on all weights; its batch), then both times the step counts of an experiment's recipes: the
+             fullres stage's training / the classifier's.
+With --run OUTPUT_DIR it also prints the ratio a finished run measured (fullres/selection.csv's train_time_s
+against train_summary.json's).
+
+    python benchmarks/bench_fullres.py                                  # dagm_cpu's shape: 256 px, batch 8, CPU
+    python benchmarks/bench_fullres.py --size 128 --experiment quick --run outputs/quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+
+from defectcam.cams import compute_cams
+from defectcam.fullres.maps import defect_probabilities
+from defectcam.fullres.network import FullResolutionNet
+from defectcam.models.backbone import build_backbone
+from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def median_seconds(run, repeats: int, device: torch.device) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def recipe_steps(experiment: str, n_train: int | None) -> tuple[int, int, int, dict[str, object]]:
+    """(classifier steps, classifier batch, decoder steps, the composed config) of an experiment's recipes."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={experiment}"])
+    train_images = n_train or (460 if cfg.data.name == "dagm" else int(cfg.data.synthetic.n_train * (1 - cfg.data.val_fraction)))
+    per_epoch = math.floor(train_images / int(cfg.data.batch_size))  # drop_last
+    return int(cfg.trainer.max_epochs) * per_epoch, int(cfg.data.batch_size), int(cfg.fullres.steps), cfg
+
+
+def run_ratio(run: Path) -> list[str]:
+    """The measured fullres-training / classifier-training ratio of each problem of a finished run."""
+    lines = []
+    for folder in sorted(run.glob("problem_*")):
+        summary, selection = folder / "train_summary.json", folder / "fullres" / "selection.csv"
+        if summary.is_file() and selection.is_file():
+            classifier = float(json.loads(summary.read_text())["train_time_s"])
+            decoders = float(pd.read_csv(selection)["train_time_s"].sum())
+            lines.append(f"{folder.name}: fullres training {decoders:.1f} s / classifier training {classifier:.1f} s = "
+                         f"{decoders / classifier:.2f}x")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8, help="images of the maps comparison")
+    parser.add_argument("--experiment", default="dagm_cpu", help="whose recipes give the step counts")
+    parser.add_argument("--train-images", type=int, default=None, help="train-part size (default: DAGM problem 1's 460)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--run", type=Path, default=None, help="a finished run's output folder")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    classifier_steps, _, decoder_steps, cfg = recipe_steps(args.experiment, args.train_images)
+    torch.manual_seed(0)
+    net = build_backbone(args.arch, "none").to(device)
+    network = FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels]).to(device)
+    images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    methods, layers = [str(m) for m in cfg.cam.methods], [str(layer) for layer in cfg.cam.layers]
+
+    def full_resolution_map() -> None:
+        with torch.no_grad():
+            defect_probabilities(network.eval(), images, "none")
+
+    def cams() -> None:
+        compute_cams(net.eval(), images, layers, methods)
+
+    map_s, cams_s = median_seconds(full_resolution_map, args.repeats, device), median_seconds(cams, args.repeats, device)
+
+    # Each training step at its own recipe's batch size (the classifier's data.batch_size, the decoder's fullres.batch_size).
+    classifier_batch, decoder_batch = int(cfg.data.batch_size), int(cfg.fullres.batch_size)
+    classifier = build_backbone(args.arch, "none").to(device)  # a trainable copy: the decoder's classifier is frozen
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-4)
+    classifier_images = torch.randn(classifier_batch, 3, args.size, args.size, device=device)
+    classifier_labels = torch.arange(classifier_batch, device=device) % 2
+
+    def classifier_step() -> None:
+        classifier.train()
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(classifier(classifier_images), classifier_labels).backward()
+        optimizer.step()
+
+    # The decoder step is the stage's own training_step (its crop, seeds drawn from a region around the image centre).
+    recipe = DecoderRecipe(pairwise_weight=float(cfg.fullres.pairwise.weight), size_weight=float(cfg.fullres.size.weight),
+                           crop=None if cfg.fullres.crop is None else int(cfg.fullres.crop))
+    training = DecoderTraining(network, recipe, (0.5, 0.25), torch.zeros(0, args.size, args.size, dtype=torch.uint8), lambda probs: 0.0)
+    decoder_optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=1e-4)
+    regions = torch.zeros(decoder_batch, args.size, args.size, dtype=torch.bool, device=device)
+    regions[:, args.size // 3 : args.size // 2, args.size // 3 : args.size // 2] = True
+    batch = {"image": torch.randint(0, 256, (decoder_batch, args.size, args.size), dtype=torch.uint8, device=device),
+             "label": torch.arange(decoder_batch, device=device) % 2 == 0, "foreground": regions, "background": ~regions}
+    training.log_dict = lambda *a, **k: None  # type: ignore[method-assign]  # no trainer to log to here
+
+    def decoder_step() -> None:
+        network.train()
+        decoder_optimizer.zero_grad(set_to_none=True)
+        training.training_step(batch, 0).backward()
+        decoder_optimizer.step()
+
+    classifier_s, decoder_s = median_seconds(classifier_step, args.repeats, device), median_seconds(decoder_step, args.repeats, device)
+    print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}:")
+    print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
+    print(f"full-resolution map (one forward): {map_s:.3f} s ({map_s / cams_s:.2f}x compute_cams)")
+    crop = f", {recipe.crop} px crops" if recipe.crop and recipe.crop < args.size else ""
+    print(f"classifier training step (batch {classifier_batch}): {classifier_s:.3f} s (1.00x)")
+    print(f"decoder training step (batch {decoder_batch}{crop}): {decoder_s:.3f} s ({decoder_s / classifier_s:.2f}x)")
+    projected = decoder_steps * decoder_s / (classifier_steps * classifier_s)
+    print(f"{args.experiment}'s recipes: {decoder_steps} decoder steps / {classifier_steps} classifier steps -> fullres training "
+          f"{projected:.2f}x the classifier's (steps only; validation passes not included)")
+    for line in run_ratio(args.run) if args.run else []:
+        print(f"measured in {args.run}: {line}")
+
+
+if __name__ == "__main__":
+    main()

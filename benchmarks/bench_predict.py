@@ -1,0 +1,82 @@
+"""defectcam-predict's throughput against a bare classifier forward on the same batch.
+
+Timed in one run, each several times on the same images (a random-init ResNet at the quick experiment's size):
+  bare     — the classifier's forward alone, in inference mode (the floor: what a classification-only tool pays);
+  predict  — what defectcam-predict does per batch: resize and normalize, one CAM pass (forward + backward to the
+             entry's layer), the entry's scoring map at each image's own size, the val-chosen threshold and gate,
+             and the mask and overlay PNGs written (predict.stages.Predictor + write_outputs).
+Prints images/s of each and predict / bare.
+
+    python benchmarks/bench_predict.py                         # CPU, ResNet-50, 16 images of 512 px (DAGM's size)
+    python benchmarks/bench_predict.py --device cuda --images 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from defectcam.models.backbone import build_backbone
+from defectcam.stages.predict import Entry, Predictor, write_outputs
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(run, repeats: int, device: torch.device) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--native", type=int, default=512, help="the new images' own size (masks are written at it)")
+    parser.add_argument("--size", type=int, default=128, help="the network's input size (data.image_size)")
+    parser.add_argument("--layer", default="layer2")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = build_backbone(args.arch, "none").to(device).eval()
+    images = [np.random.default_rng(i).integers(0, 255, (args.native, args.native), dtype=np.uint8) for i in range(args.images)]
+    entry = Entry("layercam", args.layer, "none", "classifier", 0.5)
+    predictor = Predictor(net, (0.5, 0.25), entry, 0.0, args.size, {})
+    batch = torch.randn(args.images, 3, args.size, args.size, device=device)
+
+    def bare() -> None:
+        with torch.inference_mode():
+            net(batch)
+
+    with tempfile.TemporaryDirectory() as folder:
+        def predict() -> None:
+            for k, (heat, mask, margin, defect) in enumerate(predictor(images, device)):
+                write_outputs(Path(folder), f"i{k}", Path(f"i{k}.png"), images[k], heat, mask, margin, defect, entry, 1, 0.0)
+
+        bare_s = median_seconds(bare, args.repeats, device)
+        predict_s = median_seconds(predict, args.repeats, device)
+    n = args.images
+    print(f"{args.arch}, {n} images of {args.native} px -> {args.size} px, entry layercam {args.layer}, {device}:")
+    print(f"bare forward: {n / bare_s:.1f} img/s (1.00x)")
+    print(f"predict: {n / predict_s:.1f} img/s ({bare_s / predict_s:.2f}x bare)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""An exported localizer.onnx in onnxruntime on the CPU, after checking its metadata against what it must stand for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from defectcam.errors import ConfigError, StaleInputError
+from defectcam.export import INPUT_NAME, OUTPUT_NAMES
+
+
+def metadata_text(value: Any) -> str:
+    """A metadata value as ONNX metadata_props hold it: a string as it is, anything else as JSON (floats round-trip)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def onnx_session(path: Path) -> Any:
+    """An onnxruntime InferenceSession of `path` on the CPU, with as many threads as torch uses here."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(f"{path}: running it needs onnxruntime; pip install 'defectcam[export]'") from None
+    options = onnxruntime.SessionOptions()
+    # torch's count follows OMP_NUM_THREADS and torch.set_num_threads; onnxruntime would take every core.
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxLocalizer:
+    """An exported localizer in onnxruntime: gray (N, 1, S, S) in [0, 1] -> (logit margins (N,), probabilities (N, S, S))."""
+
+    def __init__(self, path: Path, session: Any | None = None) -> None:
+        self.path = Path(path)
+        self.session = session if session is not None else onnx_session(self.path)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The file's metadata_props (strings, JSON for anything not a string)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, gray: Tensor) -> tuple[Tensor, Tensor]:
+        margins, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: gray.detach().float().cpu().contiguous().numpy()})
+        return torch.from_numpy(margins), torch.from_numpy(probs)
+
+
+def load_onnx_localizer(path: Path, expected: dict[str, Any]) -> OnnxLocalizer:
+    """localizer.onnx in onnxruntime, once its metadata holds every `expected` value (else one line naming the first
+    that differs: the file was exported for another entry, threshold, best.ckpt or decoder)."""
+    localizer = OnnxLocalizer(path)
+    stored = localizer.metadata
+    for key, value in expected.items():
+        if stored.get(key) != metadata_text(value):
+            raise StaleInputError(f"{path}: exported with {key}={stored.get(key)!r}, but predict now has "
+                                  f"{metadata_text(value)!r}; re-export it (make export) with the same predict.entry/gate/postprocess")
+    return localizer

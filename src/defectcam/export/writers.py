@@ -1,0 +1,103 @@
+"""Writers of an exported localizer, each file atomic: ONNX with its metadata in metadata_props (checked in
+onnxruntime against torch before it is put in place), torch.export's .pt2, and a JSON sidecar repeating the metadata.
+
+Why torch.export and not TorchScript for the PyTorch file: torch.jit.trace/script are deprecated in this torch
+(FutureWarning: "switch to torch.compile or torch.export"), and torch.export's program is the very graph the ONNX
+exporter below translates, so the two files come from one tracing path.
+
+Why the torch.export-based ONNX exporter (dynamo=True) and not the legacy TorchScript one: the legacy exporter is
+deprecated since torch 2.9 and, on this graph, labels the probability output's shape wrongly ([batch, batch, ...]);
+the dynamo exporter runs offline (it needs onnxscript, no network), names the batch dimension from torch.export's
+Dim and writes the opset asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from defectcam.errors import ConfigError, ModelError, one_line
+from defectcam.export import INPUT_NAME, OPSET, OUTPUT_NAMES, SIDECAR
+from defectcam.export.graph import Localizer
+from defectcam.export.runtime import OnnxLocalizer, metadata_text
+from defectcam.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+TOLERANCE = 1e-4  # largest difference allowed between onnxruntime and torch (maps; margins relative past 1)
+TRACE_BATCH, CHECK_BATCH = 2, 3  # the check batch differs from the traced one: it exercises the dynamic batch dimension
+
+
+def example_input(image_size: int, batch: int = TRACE_BATCH) -> Tensor:
+    """A (batch, 1, S, S) gray example to trace with (its values do not matter: the graph has no data-dependent branch)."""
+    return torch.full((batch, 1, image_size, image_size), 0.5)
+
+
+def batch_dimension() -> dict[str, dict[int, Any]]:
+    """dynamic_shapes of the one input: the batch dimension free (size 1 included), the image size fixed."""
+    return {INPUT_NAME: {0: torch.export.Dim("batch", min=1)}}
+
+
+def write_program(localizer: Localizer, path: Path, image_size: int, metadata: dict[str, Any]) -> None:
+    """torch.export's program of `localizer` -> `path` (.pt2, the metadata inside as extra file `localizer.json`)."""
+    with torch.no_grad():
+        program = torch.export.export(localizer, (example_input(image_size),), dynamic_shapes=batch_dimension())
+    # An open handle: torch.export.save warns about a file name not ending in .pt2 (atomic_path's temp name).
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.export.save(program, handle, extra_files={SIDECAR: json.dumps(metadata)})
+
+
+def check_onnx_packages(key: str = "export.formats") -> None:
+    """One line when the ONNX exporter's packages (onnx, onnxscript) are missing."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"{key}: onnx needs {' and '.join(missing)}; pip install 'defectcam[export]', or {key}=[torch]")
+
+
+def write_onnx(localizer: Localizer, path: Path, image_size: int, opset: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    """`localizer` as ONNX at `opset` (batch dimension free, metadata in metadata_props) -> `path`, once onnxruntime
+    agrees with torch on a check batch; returns the check's numbers (empty when onnxruntime is missing)."""
+    check_onnx_packages()
+    # onnxscript's optimizer logs every pass at INFO, which would bury the stage's own lines.
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    program = torch.onnx.export(localizer, (example_input(image_size),), dynamo=True, opset_version=opset,
+                                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_shapes=batch_dimension(),
+                                external_data=False, verbose=False)
+    program.model.metadata_props.update({key: metadata_text(value) for key, value in metadata.items()})
+    with atomic_path(path) as tmp:
+        program.save(tmp, external_data=False)  # one file: a ResNet-101 with its decoder stays far below protobuf's 2 GB
+        return check_onnx(tmp, localizer, image_size, path)
+
+
+def check_onnx(tmp: Path, localizer: Localizer, image_size: int, path: Path) -> dict[str, Any]:
+    """The written ONNX file (`tmp`, to become `path`) against torch on a seeded batch -> its largest differences;
+    ModelError beyond TOLERANCE. Skipped (logged) without onnxruntime."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        log.warning("%s: onnxruntime is not installed; the exported graph was not checked against torch", path)
+        return {}
+    gray = torch.rand(CHECK_BATCH, 1, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        margins, probs = localizer(gray)
+    try:
+        got_margins, got_probs = OnnxLocalizer(tmp)(gray)
+    except Exception as exc:  # onnxruntime raises its own types (an opset or operator it does not know)
+        raise ModelError(f"{path}: onnxruntime cannot run the exported graph ({one_line(exc)}); "
+                         f"export.opset={OPSET} is the tested one") from None
+    check = {"images": CHECK_BATCH, "max_margin_difference": float((got_margins - margins).abs().max()),
+             "max_probability_difference": float((got_probs - probs).abs().max())}
+    # Margins are logits (tens on a confident model): float32 rounding grows with them, so theirs is relative past 1.
+    margin_error = float(((got_margins - margins).abs() / margins.abs().clamp(min=1.0)).max())
+    if max(margin_error, check["max_probability_difference"]) > TOLERANCE:
+        raise ModelError(f"{path}: onnxruntime differs from torch on a check batch ({check}); not written")
+    return check
+
+
+def write_sidecar(path: Path, metadata: dict[str, Any], files: dict[str, str], check: dict[str, Any]) -> None:
+    """The JSON sidecar: the metadata (typed), the files written and the ONNX check's numbers."""
+    write_json(path, {**metadata, "files": files, "onnx_check": check})

@@ -1,0 +1,11 @@
+"""Full-resolution defect maps from image labels: a decoder over a frozen classifier's features.
+
+Pure torch (no Hydra, no Lightning): the network (`network.py`), the training targets drawn from a
+starting CAM (`seeds.py`), the losses (`losses.py`) and probability maps at test time (`maps.py`).
+Nothing is imported here, so that reading the names below costs no import of the decoder's library.
+"""
+
+# supervision -> the method name its decoder's maps are scored under (localize, report, predict)
+DECODER_METHODS = {"cams": "fullres", "masks": "supervised"}
+REFERENCE_METHODS = ("supervised",)  # trained on true masks: a reference row, never a weakly supervised result
+MASKS_LAYER = "masks"  # the `layer` of the supervised reference (its starting point is the true masks)

@@ -1,0 +1,74 @@
+"""The full-resolution network: a frozen torchvision ResNet classifier and a U-Net decoder over its features.
+
+The decoder is segmentation-models-pytorch's U-Net decoder over the stem and layer1..layer4 of the
+classifier (strides 2, 4, 8, 16, 32), ending in a 3x3 convolution to background/defect logits at the
+input resolution. The classifier's weights and BatchNorm statistics are never changed: its parameters
+do not require gradients and it stays in eval mode whatever mode the network is put in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import ResNet
+
+DECODER_CHANNELS = (128, 64, 32, 16, 16)
+
+
+def resnet_features(net: ResNet, images: Tensor) -> list[Tensor]:
+    """(N, 3, H, W) -> [images, stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)]."""
+    stem = net.relu(net.bn1(net.conv1(images)))
+    layer1 = net.layer1(net.maxpool(stem))
+    layer2 = net.layer2(layer1)
+    layer3 = net.layer3(layer2)
+    return [images, stem, layer1, layer2, layer3, net.layer4(layer3)]
+
+
+def classifier_logits(net: ResNet, layer4: Tensor) -> Tensor:
+    """The classifier's (N, classes) logits from its layer4 output (its own pooling and head)."""
+    return net.fc(torch.flatten(net.avgpool(layer4), 1))
+
+
+def stage_channels(net: ResNet) -> tuple[int, ...]:
+    """Channels of resnet_features' six outputs: (3, stem, layer1..layer4)."""
+    def out_channels(layer: nn.Sequential) -> int:
+        block = layer[-1]
+        return int((block.bn3 if hasattr(block, "bn3") else block.bn2).num_features)
+
+    return (3, int(net.bn1.num_features), *(out_channels(getattr(net, f"layer{i}")) for i in range(1, 5)))
+
+
+class FullResolutionNet(nn.Module):
+    """images (N, 3, H, W) -> (classifier logits (N, 2), decoder logits (N, 2, H, W)); the classifier frozen."""
+
+    def __init__(self, classifier: ResNet, decoder_channels: Sequence[int] = DECODER_CHANNELS) -> None:
+        super().__init__()
+        self.classifier = classifier.eval()
+        for parameter in self.classifier.parameters():
+            parameter.requires_grad_(False)
+        # Imported here: segmentation_models_pytorch imports timm and huggingface_hub (seconds), which stages
+        # that never build a decoder should not pay for.
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+        channels = tuple(int(c) for c in decoder_channels)
+        self.decoder = UnetDecoder(stage_channels(classifier), channels, n_blocks=len(channels))
+        self.head = nn.Conv2d(channels[-1], 2, kernel_size=3, padding=1)
+
+    def train(self, mode: bool = True) -> FullResolutionNet:
+        super().train(mode)
+        self.classifier.eval()  # BatchNorm statistics of the classifier are never updated
+        return self
+
+    def decode(self, features: list[Tensor]) -> Tensor:
+        """resnet_features' output -> decoder logits (N, 2, H, W) at the input resolution."""
+        return self.head(self.decoder(features))
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = resnet_features(self.classifier, images)
+        return classifier_logits(self.classifier, features[-1]), self.decode(features)
+
+    def decoder_state(self) -> dict[str, Tensor]:
+        """The trained part's weights (decoder and head), as a state dict of detached copies."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("classifier.")}

@@ -1,0 +1,343 @@
+"""`defectcam-predict`: where is the defect in *these* images? A trained experiment's localizer on new files.
+
+    defectcam-predict paths.output_dir=outputs/quick data.problems=[1] predict.input=new/ predict.output=predicted/
+
+The entry (method, layer or fusion, post-process, gate) is the protocol's choice by default: per problem, the
+report summary's entry chosen on validation by `localize.select_on` under `predict.gate`, at its val-chosen
+threshold; the classifier decides by the evaluate stage's rule (evaluate.decision), as the gate does in
+localize. Per image it writes the mask (at the image's own size), an overlay, and one row of
+predictions.csv / predictions.json. The whole output folder is built beside the target and renamed into place
+at the end, so a stopped run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from defectcam.cams.tta import tta_cams
+from defectcam.data.images import resize_image
+from defectcam.data.inputs import check_min_size, check_on_error, collect_inputs, read_input
+from defectcam.data.prepare import problem_dir
+from defectcam.errors import ConfigError, DatasetError, StageOrderError, StaleInputError
+from defectcam.evaluation.classification import logit_margin
+from defectcam.export import EXPORT_FORMAT, FILES as EXPORT_FILES, FOLDER as EXPORT_FOLDER
+from defectcam.io import read_json, write_json
+from defectcam.localization.ellipse import analysis_maps, largest_component_ellipses
+from defectcam.fullres import DECODER_METHODS
+from defectcam.fullres.maps import defect_probabilities, probability_scoring_maps
+from defectcam.localization.entries import BASELINE_LAYER, entry_scoring_maps, entry_sources, fusions_from
+from defectcam.models.loading import file_sha1, load_classifier
+from defectcam.report.build import summary_table
+from defectcam.report.figures import overlay_rgb
+from defectcam.stages.answer_strip import predicted_masks
+from defectcam.stages.common import inference_device
+from defectcam.stages.fullres import decoder_path, load_decoder
+from defectcam.stages.localize import META_FILE as LOCALIZE_META
+from defectcam.stages.settings import output_dir, problems_of, validate
+from defectcam.stages.shell import stage_entry
+
+if TYPE_CHECKING:
+    from defectcam.export.runtime import OnnxLocalizer
+
+log = logging.getLogger(__name__)
+MIN_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
+GATES = ("classifier", "none")
+BACKENDS = ("torch", "onnx")  # onnx: the problem's export/localizer.onnx in onnxruntime (decoder entries only)
+ELLIPSE_KEYS = ("ellipse_cx", "ellipse_cy", "ellipse_major", "ellipse_minor", "ellipse_angle_deg")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What predict applies: a scored entry of localize, its val-chosen threshold and the gate."""
+
+    method: str
+    layer: str
+    postprocess: str
+    gate: str
+    threshold: float
+
+
+def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
+    """predict.entry (method/layer) or, when null, the summary's entry chosen on validation under predict.gate."""
+    path = folder / "localization.csv"
+    if not path.is_file():
+        raise StageOrderError(f"{path}: missing; run the localize stage first (make localize)")
+    rows = pd.read_csv(path)
+    gate, select_on = str(cfg.predict.gate), str(cfg.localize.select_on)
+    if gate not in GATES:
+        raise ConfigError(f"predict.gate: {gate!r} is not one of {', '.join(GATES)}")
+    if cfg.predict.entry is None:
+        summary = summary_table(rows)
+        picked = summary[(summary["gate"] == gate) & (summary["chosen_by"] == select_on)]
+        if picked.empty:
+            raise StageOrderError(f"{path}: no entry scored under gate {gate!r}; rerun localize with it in localize.gates")
+        row = picked.iloc[0]
+        return Entry(str(row["method"]), str(row["layer"]), str(row["postprocess"]), gate, float(row["threshold"]))
+    method, _, layer = str(cfg.predict.entry).partition("/")
+    postprocess = str(cfg.predict.postprocess)
+    val = rows[(rows["split"] == "val") & (rows["selection"] == "val-best") & (rows["layer"] != BASELINE_LAYER)]
+    match = val[(val["method"] == method) & (val["layer"] == layer) & (val["gate"] == gate) & (val["postprocess"] == postprocess)]
+    if match.empty:
+        known = sorted({f"{m}/{lay}" for m, lay in zip(val["method"], val["layer"])})
+        raise ConfigError(f"predict.entry: {cfg.predict.entry!r} with postprocess {postprocess!r} and gate {gate!r} was not "
+                          f"scored by localize; scored entries: {', '.join(known)}")
+    return Entry(method, layer, postprocess, gate, float(match.iloc[0]["threshold"]))
+
+
+def ellipse_parameters(score_map: torch.Tensor, threshold: float) -> dict[str, float]:
+    """Centre (x, y), semi-axes and angle (degrees, of the major axis from the x axis) of the moment ellipse the
+    post-process draws for one (1, H, W) map; NaN where nothing passes the threshold."""
+    size = (int(score_map.shape[1]), int(score_map.shape[2]))
+    ellipses = largest_component_ellipses(analysis_maps(score_map) >= threshold, size)
+    if not bool(ellipses.present[0]):
+        return dict.fromkeys(ELLIPSE_KEYS, math.nan)
+    values, vectors = torch.linalg.eigh(ellipses.covariance[0])
+    major = vectors[:, 1]
+    return {"ellipse_cx": float(ellipses.centre[0, 0]), "ellipse_cy": float(ellipses.centre[0, 1]),
+            "ellipse_major": float(2 * values[1].sqrt()), "ellipse_minor": float(2 * values[0].sqrt()),
+            "ellipse_angle_deg": float(torch.rad2deg(torch.atan2(major[1], major[0])) % 180.0)}
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """A file-name stem per input, made unique with a counter where two inputs share one."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def scored_settings(folder: Path) -> tuple[dict[str, Any], float]:
+    """The CAM settings localize scored with and the classifier's decision threshold its gate used, from
+    localization_meta.json, after checking that they belong to the current best.ckpt (else one line naming the
+    stage to rerun). Nothing here needs the training data."""
+    meta_path, ckpt = folder / LOCALIZE_META, folder / "checkpoints" / "best.ckpt"
+    for path, stage in ((ckpt, "train"), (meta_path, "localize")):
+        if not path.is_file():
+            raise StageOrderError(f"{path}: missing; run the {stage} stage first (make {stage})")
+    meta = read_json(meta_path)
+    if "decision_threshold" not in meta or meta.get("cams", {}).get("checkpoint_sha1") != file_sha1(ckpt):
+        raise StaleInputError(f"{meta_path}: localization belongs to another best.ckpt or an older defectcam; rerun make localize")
+    return meta["cams"], float(meta["decision_threshold"])
+
+
+@dataclass
+class Predictor:
+    """A classifier and an entry turned into per-image predictions: scoring map at the image's own size, logit
+    margin, decision and mask (emptied where the gate rejects the image), built as localize scores them.
+
+    A CAM entry computes its CAMs (a forward and a backward pass); a decoder entry (`decoder`: the classifier and
+    the fullres stage's decoder as one network) is one forward pass per TTA transform, its probabilities upsampled."""
+
+    net: nn.Module
+    normalization: tuple[float, float]
+    entry: Entry
+    decision: float
+    image_size: int
+    fusions: dict[str, Any]
+    target: str = "defect"
+    tta: str = "none"
+    decoder: nn.Module | None = None
+    # predict.backend=onnx: the exported model, gray (N, 1, S, S) -> (margins (N,), probabilities (N, S, S))
+    exported: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def gray_input(self, images: list[np.ndarray]) -> torch.Tensor:
+        """(H, W) uint8 images -> (N, 1, S, S) float in [0, 1], resized as training saw them (an exported model's input)."""
+        return torch.stack([torch.from_numpy(resize_image(g, self.image_size)).float().div(255.0) for g in images]).unsqueeze(1)
+
+    def network_input(self, images: list[np.ndarray]) -> torch.Tensor:
+        """(H, W) uint8 images -> (N, 3, S, S) float, resized and normalized as training saw them."""
+        mean, std = self.normalization
+        return ((self.gray_input(images) - mean) / std).expand(-1, 3, -1, -1)
+
+    def exported_maps(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[Any]]:
+        """(H, W) uint8 images through the exported model -> as maps(): logit margins (N,), per image size -> (1, H, W) map."""
+        margins, probs = self.exported(self.gray_input(images))
+        return margins, [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size) for j in range(len(probs))]
+
+    def maps(self, tensor: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+        """(N, 3, S, S) on the device -> (logit margins (N,), per image a function size -> its (1, H, W) scoring map)."""
+        if self.decoder is not None:
+            with torch.no_grad():
+                logits, probs = defect_probabilities(self.decoder, tensor, self.tta)
+            probs = probs.cpu()
+            return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
+                                                for j in range(len(probs))]
+        method, layers = entry_sources(self.entry.method, self.entry.layer, self.fusions)
+        with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode; float32, as the cams stage runs
+            result = tta_cams(self.net, tensor, layers, [method], 1 if self.target == "defect" else "predicted", self.tta)
+        raw = {layer: maps.float().cpu() for layer, maps in result.maps[method].items()}
+        return logit_margin(result.logits.float().cpu()), [
+            lambda size, j=j: entry_scoring_maps({method: {layer: m[j : j + 1] for layer, m in raw.items()}}, self.entry.method,
+                                                 self.entry.layer, self.fusions, size)
+            for j in range(tensor.shape[0])]
+
+    def __call__(self, images: list[np.ndarray], device: torch.device) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:
+        """(H, W) uint8 images -> per image (scoring map (H, W), mask (H, W) bool, logit margin, defect)."""
+        if self.exported is not None:
+            margins, scoring = self.exported_maps(images)
+        else:
+            margins, scoring = self.maps(self.network_input(images).to(device))
+        out = []
+        for j, image in enumerate(images):
+            score_map = scoring[j](image.shape)
+            defect = bool(margins[j] > self.decision)
+            mask = predicted_masks(score_map, self.entry.threshold, self.entry.postprocess)[0].cpu().numpy()
+            if self.entry.gate == "classifier" and not defect:
+                mask = np.zeros_like(mask)
+            out.append((score_map[0].cpu().numpy(), mask, float(margins[j]), defect))
+        return out
+
+
+def check_backend(cfg: DictConfig) -> str:
+    """predict.backend, one of BACKENDS (else one line)."""
+    backend = str(cfg.predict.backend)
+    if backend not in BACKENDS:
+        raise ConfigError(f"predict.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def localizer_identity(folder: Path, entry: Entry, decision: float, image_size: int) -> dict[str, Any]:
+    """What an exported localizer of `folder` must have been made from to stand for `entry`: the export layout, the
+    entry and its threshold, the gate's decision threshold, the input size, the SHA-1 of best.ckpt and of the decoder."""
+    decoder = decoder_path(folder, entry.method)
+    if not decoder.is_file():
+        raise StageOrderError(f"{decoder}: missing; run the fullres stage first (make fullres)")
+    return {"export_format": EXPORT_FORMAT, "method": entry.method, "layer": entry.layer, "postprocess": entry.postprocess,
+            "gate": entry.gate, "threshold": entry.threshold, "decision_threshold": decision, "image_size": image_size,
+            "checkpoint_sha1": file_sha1(folder / "checkpoints" / "best.ckpt"), "decoder_sha1": file_sha1(decoder)}
+
+
+def exported_localizer(folder: Path, entry: Entry, decision: float, image_size: int) -> OnnxLocalizer:
+    """predict.backend=onnx: the problem's localizer.onnx in onnxruntime, once it is known to be this entry's."""
+    if entry.method not in DECODER_METHODS.values():
+        raise ConfigError(f"predict.backend=onnx: {entry.method}/{entry.layer} is a CAM entry (needs gradients), it has no "
+                          "exported model; use predict.backend=torch, or a decoder entry (predict.entry=fullres/...)")
+    path = folder / EXPORT_FOLDER / EXPORT_FILES["onnx"]
+    if not path.is_file():
+        raise StageOrderError(f"{path}: missing; export it first (make export) with the same predict.entry/gate/postprocess")
+    from defectcam.export.runtime import load_onnx_localizer  # onnxruntime is an optional extra
+
+    return load_onnx_localizer(path, localizer_identity(folder, entry, decision, image_size))
+
+
+def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows for every readable input of one problem's model (written under `work`) and the errors of the others."""
+    folder = problem_dir(output_dir(cfg), problem)
+    entry = predict_entry(cfg, folder)
+    meta, decision = scored_settings(folder)
+    device = inference_device(cfg)
+    module = load_classifier(folder / "checkpoints" / "best.ckpt").to(device).eval()
+    # The network sees the images as localize's maps were made: the cached image size, target and TTA (the CAM
+    # cache's for a CAM entry, the decoder's own for a full-resolution entry).
+    decoder, tta, exported = None, str(meta.get("tta", "none")), None
+    if check_backend(cfg) == "onnx":  # normalization and TTA are inside the exported graph
+        exported = exported_localizer(folder, entry, decision, int(meta["image_size"]))
+        log.info("problem %d: backend onnx, %s", problem, exported.path)
+    elif entry.method in DECODER_METHODS.values():
+        decoder, record = load_decoder(folder, entry.method, module.net)
+        decoder, tta = decoder.to(device), str(record["tta"])
+    predictor = Predictor(module.net, tuple(float(v) for v in module.hparams.normalization), entry, decision,
+                          int(meta["image_size"]), {f.name: f for f in fusions_from(cfg.cam.fusions)}, str(meta["target"]),
+                          tta, decoder, exported)
+    batch, stop = int(cfg.predict.batch_size), check_on_error(cfg.predict.on_error) == "stop"
+    log.info("problem %d: %s %s (post-process %s, gate %s) at threshold %.4g; classifier: margin > %.4g",
+             problem, entry.method, entry.layer, entry.postprocess, entry.gate, entry.threshold, decision)
+    rows, errors = [], []
+    names = unique_names(paths)
+    for start in tqdm(range(0, len(paths), batch), desc=f"predict problem {problem}", disable=None):
+        images, kept = [], []
+        for i in range(start, min(start + batch, len(paths))):
+            try:
+                gray, note = read_input(paths[i])
+                check_min_size(paths[i], gray.shape, MIN_SIDE)
+            except DatasetError as exc:
+                if stop:
+                    raise
+                errors.append(str(exc))
+                log.warning("skipped: %s", exc)
+                continue
+            if note:
+                log.info("%s: converted %s", paths[i], note)
+            images.append(gray)
+            kept.append(i)
+        if not images:
+            continue
+        for (heat, mask, margin, defect), i, image in zip(predictor(images, device), kept, images):
+            row = write_outputs(work, names[i], paths[i], image, heat, mask, margin, defect, entry, problem, decision)
+            if entry.postprocess == "ellipse":
+                row.update(ellipse_parameters(torch.from_numpy(heat)[None], entry.threshold) if mask.any() else dict.fromkeys(ELLIPSE_KEYS, math.nan))
+            rows.append(row)
+    return rows, errors
+
+
+def write_outputs(work: Path, name: str, source: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray, margin: float,
+                  defect: bool, entry: Entry, problem: int, decision: float) -> dict[str, Any]:
+    """The mask and overlay PNGs of one image under `work`, and its row."""
+    mask_rel, overlay_rel = Path("masks") / f"{name}_mask.png", Path("overlays") / f"{name}_overlay.png"
+    for rel, array in ((mask_rel, (mask * 255).astype(np.uint8)), (overlay_rel, overlay_rgb(image, heat, mask))):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(work / rel)
+    return {"image": str(source), "problem": problem, "logit_margin": margin, "p_defect": float(torch.sigmoid(torch.tensor(margin))),
+            "defect": int(defect), "decision_threshold": decision, "mask": mask_rel.as_posix(), "overlay": overlay_rel.as_posix(),
+            "mask_pixels": int(mask.sum()), "method": entry.method, "layer": entry.layer, "threshold": entry.threshold,
+            "gate": entry.gate, "postprocess": entry.postprocess}
+
+
+def run_predict(cfg: DictConfig) -> dict[str, Any]:
+    """Predict every input with each configured problem's model into predict.output (one sub-folder per problem
+    when there are several); returns the counts of images done and skipped."""
+    validate(cfg)
+    if cfg.predict.input is None or cfg.predict.output is None:
+        raise ConfigError("predict.input and predict.output must both be set (predict.input=<folder|glob|file> predict.output=<folder>)")
+    check_on_error(cfg.predict.on_error)
+    check_backend(cfg)
+    target = Path(str(cfg.predict.output)).expanduser().resolve()
+    if target.exists() and not cfg.predict.force:
+        raise ConfigError(f"{target}: already exists; pass predict.force=true to replace it, or another predict.output")
+    paths = collect_inputs(str(cfg.predict.input))
+    problems = problems_of(cfg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        done, errors = 0, []
+        for problem in problems:
+            folder = work if len(problems) == 1 else work / f"problem_{problem}"
+            rows, failed = predict_problem(cfg, problem, paths, folder)
+            errors += failed
+            if not rows:
+                raise DatasetError(f"{cfg.predict.input}: no image could be read ({len(failed)} failed; first: {failed[0]})")
+            pd.DataFrame(rows).to_csv(folder / "predictions.csv", index=False, float_format="%.9g")
+            write_json(folder / "predictions.json", rows)
+            done += len(rows)
+        if target.exists():  # predict.force: the old folder goes only once the new one is complete
+            shutil.rmtree(target)
+        work.rename(target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    skipped = len(set(errors))
+    log.info("predict: %d image(s) done, %d skipped%s; results in %s", done, skipped,
+             f" (first: {errors[0]})" if errors else "", target)
+    print(f"defectcam-predict: {done} prediction(s) written to {target}, {skipped} input(s) skipped")
+    return {"done": done, "skipped": skipped}
+
+
+main = stage_entry("predict", run_predict)

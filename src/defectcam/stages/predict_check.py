@@ -1,0 +1,57 @@
+"""Does predict give what localize scored? Its masks and decisions on a part's images against the cached maps.
+
+Used by tests/test_predict.py on the tiny pipeline and by scripts/check_predict.py on a real run: for the entry
+predict applied (read from its predictions.csv), localize's own scoring maps of the cached test part at that
+entry's threshold, post-process and gate, against the mask PNGs predict wrote for the same image files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from defectcam.data.prepare import ProblemData
+from defectcam.stages.answer_strip import predicted_masks
+from defectcam.stages.cams import load_cam_cache
+from defectcam.stages.localize import entries_for, probability_maps
+
+
+def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, predicted: Path, part: str = "test") -> dict[str, Any]:
+    """Per image of `part` that predict wrote a row for: the IoU of predict's mask with localize's (1 when both are
+    empty), and whether the decisions and logit margins agree. Returns the per-image frame and its summary."""
+    rows = pd.read_csv(predicted / "predictions.csv")
+    entry = rows.iloc[0]
+    meta = json.loads((folder / "localization_meta.json").read_text())
+    cache = load_cam_cache(folder)[part]
+    probabilities = probability_maps(folder, meta, part, cache["rows"], torch.device("cpu"))
+    maps = next(m for method, layer, m in entries_for(cfg, cache["maps"], data.native_size, probabilities)
+                if (method, layer) == (entry["method"], entry["layer"]))
+    expected = predicted_masks(maps, float(entry["threshold"]), str(entry["postprocess"])).numpy()
+    decision = float(meta["decision_threshold"])
+    keep = (cache["logit_margin"] > decision).numpy()
+    if entry["gate"] == "classifier":
+        expected[~keep] = False
+    by_name = {Path(p).name: i for i, p in enumerate(rows["image"])}
+    images = []
+    for k, row_index in enumerate(cache["rows"].numpy()):
+        name = Path(data.table["image_path"].iat[int(row_index)]).name
+        if name not in by_name:
+            continue
+        row = rows.iloc[by_name[name]]
+        got = np.asarray(Image.open(predicted / row["mask"])) > 0
+        union = (got | expected[k]).sum()
+        images.append({"image": name, "iou": 1.0 if union == 0 else float((got & expected[k]).sum() / union),
+                       "same_decision": bool(row["defect"] == int(keep[k])),
+                       "margin_difference": abs(float(row["logit_margin"]) - float(cache["logit_margin"][k])),
+                       "shape_ok": got.shape == expected[k].shape})
+    frame = pd.DataFrame(images)
+    return {"images": frame, "n": len(frame), "min_iou": float(frame["iou"].min()), "mean_iou": float(frame["iou"].mean()),
+            "same_decisions": int(frame["same_decision"].sum()), "max_margin_difference": float(frame["margin_difference"].max()),
+            "entry": f"{entry['method']}/{entry['layer']} ({entry['postprocess']}, gate {entry['gate']}, threshold {entry['threshold']:.4g})"}

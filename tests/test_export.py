@@ -1,0 +1,176 @@
+"""defectcam-export on the tiny pipeline: the ONNX file in onnxruntime and the torch.export file against PyTorch,
+the metadata, predict.backend=onnx giving predict's own masks and decisions, and what cannot be exported."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+from defectcam.errors import ConfigError, StageOrderError, StaleInputError
+from defectcam.export.runtime import OnnxLocalizer
+from defectcam.fullres.maps import defect_probabilities
+from defectcam.models.loading import file_sha1, load_classifier
+from defectcam.stages.export import export_settings
+from defectcam.stages.fullres import load_decoder
+from defectcam.stages.predict import run_predict
+
+ENTRY = ("predict.entry=fullres/layercam/layer2", "predict.gate=none")
+
+
+def private_copy(pipeline: dict[str, Any], tmp_path: Path) -> tuple[Path, list[str]]:
+    """Problem 1 of the tiny pipeline in a folder of its own (hard links: the stages replace files, never rewrite
+    them in place) and the overrides that point at it."""
+    out = tmp_path / "out"
+    ignore = shutil.ignore_patterns("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", "cache", "figures")
+    shutil.copytree(pipeline["out"], out, ignore=ignore, copy_function=os.link)
+    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
+    return out, [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]
+
+
+def class1_test_folder(pipeline: dict[str, Any]) -> Path:
+    root = Path(next(o for o in pipeline["overrides"] if o.startswith("data.root=")).split("=", 1)[1])
+    return root / "Class1" / "Test"
+
+
+@pytest.fixture(scope="module")
+def exported(pipeline: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny pipeline's decoder entry exported once (ONNX and torch.export) into a private copy."""
+    out, overrides = private_copy(pipeline, tmp_path_factory.mktemp("export"))
+    overrides = [*overrides, *ENTRY]
+    result = run_cli("export", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "localizer.onnx, localizer.pt2, localizer.json written" in result.stdout
+    folder = out / "problem_1" / "export"
+    assert sorted(p.name for p in folder.iterdir()) == ["localizer.json", "localizer.onnx", "localizer.pt2"]  # no temp file left
+    return {"problem": out / "problem_1", "folder": folder, "overrides": overrides}
+
+
+def test_the_files_carry_the_entry_threshold_and_gate(exported: dict[str, Any]) -> None:
+    folder, problem = exported["folder"], exported["problem"]
+    model = onnx.load(folder / "localizer.onnx", load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    sidecar = json.loads((folder / "localizer.json").read_text())
+    rows = pd.read_csv(problem / "localization.csv")
+    scored = rows[(rows["method"] == "fullres") & (rows["layer"] == "layercam/layer2") & (rows["split"] == "val")
+                  & (rows["selection"] == "val-best") & (rows["gate"] == "none") & (rows["postprocess"] == "none")]
+    decision = json.loads((problem / "localization_meta.json").read_text())["decision_threshold"]
+    expected = {"method": "fullres", "layer": "layercam/layer2", "gate": "none", "postprocess": "none",
+                "threshold": float(scored.iloc[0]["threshold"]), "decision_threshold": decision, "opset": 18, "image_size": 32,
+                "tta": "none", "checkpoint_sha1": file_sha1(problem / "checkpoints" / "best.ckpt"),
+                "decoder_sha1": file_sha1(problem / "fullres" / "decoder_fullres.pt")}
+    for key, value in expected.items():
+        assert sidecar[key] == value, key
+        assert props[key] == (value if isinstance(value, str) else json.dumps(value)), key
+    assert len(sidecar["normalization"]) == 2 and json.loads(props["normalization"]) == sidecar["normalization"]
+    assert [(o.domain, o.version) for o in model.opset_import if o.domain == ""] == [("", 18)]
+    (gray,) = model.graph.input
+    assert [d.dim_param or d.dim_value for d in gray.type.tensor_type.shape.dim] == ["batch", 1, 32, 32]
+    assert [o.name for o in model.graph.output] == ["logit_margin", "defect_probability"]
+    assert sidecar["onnx_check"]["max_probability_difference"] <= 1e-4
+    extra = {"localizer.json": ""}
+    torch.export.load(folder / "localizer.pt2", extra_files=extra)
+    assert json.loads(extra["localizer.json"])["threshold"] == expected["threshold"]
+
+
+def test_onnxruntime_and_torch_export_agree_with_pytorch(exported: dict[str, Any], pipeline: dict[str, Any]) -> None:
+    problem, folder = exported["problem"], exported["folder"]
+    files = sorted(class1_test_folder(pipeline).glob("*.PNG"))[:5]
+    gray = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("L"))).float().div(255.0) for f in files])[:, None]
+    gray = torch.cat([gray, torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))])  # 7: not the traced batch
+    # PyTorch as predict runs it: the normalized 3-channel batch through defect_probabilities.
+    module = load_classifier(problem / "checkpoints" / "best.ckpt")
+    network, record = load_decoder(problem, "fullres", module.net)
+    mean, std = module.hparams.normalization
+    with torch.no_grad():
+        logits, probs = defect_probabilities(network, ((gray - mean) / std).expand(-1, 3, -1, -1), record["tta"])
+    margins = logits[:, 1] - logits[:, 0]
+    decision = json.loads((folder / "localizer.json").read_text())["decision_threshold"]
+    onnx_margins, onnx_probs = OnnxLocalizer(folder / "localizer.onnx")(gray)
+    program = torch.export.load(folder / "localizer.pt2").module()
+    with torch.no_grad():
+        pt2_margins, pt2_probs = program(gray)
+    for got_margins, got_probs in ((onnx_margins, onnx_probs), (pt2_margins, pt2_probs)):
+        assert got_probs.shape == (7, 32, 32)
+        assert float((got_probs - probs).abs().max()) <= 1e-4
+        assert float((got_margins - margins).abs().max()) <= 1e-4
+        assert torch.equal(got_margins > decision, margins > decision)
+
+
+def test_the_onnx_backend_gives_predicts_masks_and_decisions(exported: dict[str, Any], pipeline: dict[str, Any], tmp_path: Path) -> None:
+    outputs = {}
+    for backend in ("torch", "onnx"):
+        outputs[backend] = tmp_path / backend
+        result = run_cli("predict", *exported["overrides"], f"predict.input={class1_test_folder(pipeline)}",
+                         f"predict.output={outputs[backend]}", f"predict.backend={backend}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    torch_rows, onnx_rows = (pd.read_csv(outputs[b] / "predictions.csv") for b in ("torch", "onnx"))
+    assert len(torch_rows) == 24 and list(torch_rows["image"]) == list(onnx_rows["image"])
+    assert list(torch_rows["defect"]) == list(onnx_rows["defect"])
+    assert np.abs(torch_rows["logit_margin"] - onnx_rows["logit_margin"]).max() <= 1e-4
+    assert list(torch_rows["mask_pixels"]) == list(onnx_rows["mask_pixels"]) and torch_rows["mask_pixels"].sum() > 0
+    for mask in torch_rows["mask"]:
+        assert (outputs["torch"] / mask).read_bytes() == (outputs["onnx"] / mask).read_bytes(), mask
+
+
+def test_a_cam_entry_is_one_line_naming_the_exportable_ones(exported: dict[str, Any]) -> None:
+    overrides = [o for o in exported["overrides"] if not o.startswith("predict.entry=")]
+    result = run_cli("export", *overrides, "predict.entry=layercam/layer2")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "layercam/layer2" in lines[0] and "is a CAM entry (needs gradients), it cannot be exported" in lines[0]
+    assert "exportable entries: fullres/layercam/layer2" in lines[0]
+
+
+def test_the_onnx_backend_refuses_what_it_cannot_trust(exported: dict[str, Any], pipeline: dict[str, Any], compose_cfg,
+                                                      tmp_path: Path) -> None:
+    shared = [*(o for o in pipeline["overrides"] if not o.startswith("data.problems=")), "data.problems=[1]", *ENTRY]
+    io = (f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'o'}")
+    cases = [
+        (exported["overrides"], ("predict.backend=tensorrt",), ConfigError, "predict.backend: 'tensorrt' is not one of torch, onnx"),
+        (exported["overrides"], ("predict.backend=onnx", "predict.entry=layercam/layer2"), ConfigError, "is a CAM entry"),
+        # exported with gate none: another gate is another localizer
+        (exported["overrides"], ("predict.backend=onnx", "predict.gate=classifier"), StaleInputError, "exported with gate='none'"),
+        # the shared pipeline was never exported
+        (shared, ("predict.backend=onnx",), StageOrderError, "localizer.onnx: missing; export it first (make export)"),
+    ]
+    for overrides, extra, error, message in cases:
+        with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+            run_predict(compose_cfg(*overrides, *io, *extra))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [("export.formats=[tflite]", "export.formats"), ("export.opset=11", "export.opset")])
+def test_export_settings_are_checked(compose_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        export_settings(compose_cfg(override))
+
+
+def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None) -> None:
+    from torchvision.models import resnet18
+
+    from defectcam.export import OPSET
+    from defectcam.export.graph import Localizer
+    from defectcam.export.writers import write_onnx
+    from defectcam.fullres.network import FullResolutionNet
+
+    torch.manual_seed(0)  # random weights: their maps are not flip-equivariant, so the TTA average shows
+    network = FullResolutionNet(resnet18(num_classes=2), (16, 8, 8, 8, 8)).eval()
+    check = write_onnx(Localizer(network, (0.4, 0.1), "flips"), tmp_path / "l.onnx", 32, OPSET, {"tta": "flips"})
+    assert check["max_probability_difference"] <= 1e-4
+    gray = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    images = ((gray - 0.4) / 0.1).expand(-1, 3, -1, -1)
+    with torch.no_grad():
+        (_, flips), (_, plain) = defect_probabilities(network, images, "flips"), defect_probabilities(network, images, "none")
+    _, got = OnnxLocalizer(tmp_path / "l.onnx")(gray)
+    assert float((got - flips).abs().max()) <= 1e-4 < float((got - plain).abs().max())

@@ -1,0 +1,170 @@
+"""The fullres stage on the tiny pipeline: the classifier stays bit-equal, only validation masks choose, stale caches
+are named, bad settings are one line, and the decoder's maps enter localize as entries of their own."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+from defectcam.errors import ConfigError
+from defectcam.fullres.maps import defect_probabilities
+from defectcam.fullres.network import FullResolutionNet
+from defectcam.stages.common import inference_device, trained_problem
+from defectcam.stages.data import prepare_data
+from defectcam.stages.fullres import fullres_problem, load_fullres_cache, protocol_score, recipe_of, train_decoder, train_set
+from defectcam.stages.settings import validate
+
+
+def private_copy(pipeline, tmp_path: Path, name: str = "out") -> tuple[Path, list[str]]:
+    """Problem 1 of the tiny pipeline in a folder of its own, and the overrides that point at it."""
+    out = tmp_path / name
+    shutil.copytree(pipeline["out"], out, ignore=shutil.ignore_patterns("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt"))
+    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
+    return out, [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]
+
+
+def test_the_pipeline_scores_the_decoder_as_entries_of_its_own(pipeline) -> None:
+    folder = pipeline["out"] / "problem_1"
+    rows = pd.read_csv(folder / "localization.csv")
+    fullres = rows[rows["method"] == "fullres"]
+    assert set(fullres["layer"]) == {"layercam/layer2"}  # the layer column names the starting CAM
+    assert set(fullres["gate"]) == {"none", "classifier"} and set(fullres["postprocess"]) == {"none", "ellipse"}
+    cache = load_fullres_cache(folder)
+    probs = cache["test"]["maps"]["fullres"]["layercam/layer2"]
+    assert probs.shape[-2:] == (32, 32) and 0.0 <= float(probs.min()) and float(probs.max()) <= 1.0
+    assert (folder / "figures" / "fullres.png").is_file() and (folder / "fullres" / "decoder_fullres.pt").is_file()
+    assert "fullres" in (pipeline["out"] / "report.html").read_text()
+
+
+def test_the_classifier_is_bit_equal_after_decoder_training(pipeline, tmp_path: Path, compose_cfg) -> None:
+    cfg = compose_cfg(*pipeline["overrides"], "fullres.steps=3", "fullres.eval_every=1")
+    data = prepare_data(cfg, show_progress=False)[1]
+    device = inference_device(cfg)
+    module, _ = trained_problem(cfg, data, device)
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    normalization = tuple(float(v) for v in module.hparams.normalization)
+    dataset = train_set(cfg, data, module.net, normalization, "cams", "layercam/layer2", device)
+    training = train_decoder(cfg, tmp_path, module.net, normalization, recipe_of(cfg, "cams"), dataset,
+                             protocol_score(data, "miou"), "bit_equal_test")
+    assert training.best_state is not None and len(training.history) == 3
+    after = module.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+    assert not any(p.requires_grad for p in module.net.parameters())
+    trained = FullResolutionNet(module.net)
+    trained.load_state_dict(training.best_state, strict=False)
+    assert any(not torch.equal(v, FullResolutionNet(module.net).state_dict()[k]) for k, v in training.best_state.items())
+
+
+def corrupt_masks(out: Path, parts: tuple[str, ...]) -> None:
+    """Invert every mask of the given parts in the problem's mask cache (ground truth the stage must not read)."""
+    folder = out / "problem_1"
+    split = pd.read_csv(folder / "split.csv")
+    path = next((folder / "cache").glob("masks_*.npy"))
+    masks = np.load(path)
+    rows = split[split["part"].isin(parts) & (split["mask_row"] >= 0)]["mask_row"].to_numpy()
+    assert len(rows)
+    masks[rows] = ~masks[rows]
+    np.save(path, masks)
+
+
+def decoder_of(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "problem_1" / "fullres" / "decoder_fullres.pt", weights_only=True)["decoder"]
+
+
+@pytest.mark.parametrize("supervision", ["cams", "masks"])
+def test_only_validation_masks_decide_for_weak_supervision(pipeline, tmp_path: Path, compose_cfg, supervision: str) -> None:
+    """Weak supervision: corrupting every train and test mask leaves the chosen decoder bit-equal. The reference
+    trained on masks reads the train masks, so there the same corruption must change it (the check can fail)."""
+    states = []
+    for name, corrupted in (("clean", ()), ("corrupted", ("train", "test"))):
+        out, overrides = private_copy(pipeline, tmp_path, name)
+        if corrupted:
+            corrupt_masks(out, corrupted)
+        cfg = compose_cfg(*overrides, f"fullres.supervision=[{supervision}]", "fullres.force=true",
+                          "fullres.start=[layercam/layer2,gradcam/layer3]")
+        fullres_problem(cfg, prepare_data(cfg, show_progress=False)[1])
+        method = "fullres" if supervision == "cams" else "supervised"
+        path = out / "problem_1" / "fullres" / f"decoder_{method}.pt"
+        selection = pd.read_csv(out / "problem_1" / "fullres" / "selection.csv").drop(columns="train_time_s")
+        states.append((torch.load(path, weights_only=True)["decoder"], selection))
+    (clean, clean_selection), (corrupted, corrupted_selection) = states
+    same = all(torch.equal(clean[k], corrupted[k]) for k in clean)
+    if supervision == "cams":
+        assert same
+        pd.testing.assert_frame_equal(clean_selection, corrupted_selection)
+        assert len(clean_selection) == 2 and clean_selection["chosen"].sum() == 1  # chosen on validation, and said
+    else:
+        assert not same
+
+
+def test_a_stale_decoder_cache_is_named_or_retrained(pipeline, tmp_path: Path) -> None:
+    out, overrides = private_copy(pipeline, tmp_path)
+    refused = run_cli("localize", *overrides, "fullres.lr=0.002", "on_stale=error")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+    assert "fullres.pt" in lines[0] and "defectcam-fullres" in lines[0] and "lr" in lines[0]
+    report = run_cli("report", *overrides, "fullres.lr=0.002", "on_stale=error")
+    assert report.returncode == 2 and "fullres.pt" in report.stderr
+    retrained = run_cli("localize", *overrides, "fullres.lr=0.002")
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    assert run_cli("report", *overrides, "fullres.lr=0.002", "on_stale=error").returncode == 0
+
+
+BAD_SETTINGS = [
+    ("fullres.start=[layercam/layer9]", "fullres.start: 'layer9' is not in cam.layers"),
+    ("fullres.start=[xgradcam/layer2]", "fullres.start: 'xgradcam' is not computed; add it to cam.methods"),
+    ("fullres.start=[layercam]", "neither method/layer nor a cam.fusions name"),
+    ("fullres.supervision=[pixels]", "fullres.supervision: 'pixels' is not one of cams, masks"),
+    ("fullres.decoder_channels=[16,8]", "fullres.decoder_channels: [16, 8] must be 5 positive integers"),
+    ("fullres.crop=8", "fullres.crop: 8 must be an integer >= 32"),
+    ("fullres.seeds.background_quantile=1.5", "fullres.seeds.background_quantile: 1.5 must be a number in"),
+    ("fullres.tta=rotations", "fullres.tta: 'rotations' is not one of none, flips, dihedral"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_SETTINGS, ids=[o for o, _ in BAD_SETTINGS])
+def test_bad_fullres_settings_are_one_line(compose_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(compose_cfg(override))
+    assert "\n" not in str(info.value) and message in str(info.value)
+
+
+def test_a_bad_fullres_setting_stops_the_cli_before_anything_is_written(tmp_path: Path) -> None:
+    # Hydra's own run folder (its logs) goes elsewhere, so anything under `out` would be the stage's.
+    override, message = BAD_SETTINGS[0]
+    result = run_cli("fullres", f"paths.output_dir={tmp_path / 'out'}", f"data.root={tmp_path / 'none'}", override,
+                     f"hydra.run.dir={tmp_path / 'hydra'}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "none").exists()
+
+
+def l_pattern(size: int = 32) -> torch.Tensor:
+    """An L in one corner (no flip or turn maps it onto itself), as a 3-channel image."""
+    image = torch.zeros(1, 3, size, size)
+    image[0, :, 3:20, 5] = 3.0
+    image[0, :, 19, 5:14] = 3.0
+    return image
+
+
+@pytest.mark.parametrize("tta", ["flips", "dihedral"])
+def test_decoder_tta_is_equivariant(tta: str) -> None:
+    import torchvision
+
+    from defectcam.cams.tta import TTA_SETS
+
+    torch.manual_seed(0)
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (16, 8, 8, 8, 8)).eval()
+    image = l_pattern()
+    _, probs = defect_probabilities(network, image, tta)
+    for transform in TTA_SETS[tta]:
+        _, moved = defect_probabilities(network, transform.apply(image), tta)
+        assert torch.allclose(moved, transform.apply(probs), atol=1e-5), transform
+    _, plain = defect_probabilities(network, image, "none")
+    assert not torch.allclose(plain, probs, atol=1e-5)  # the average is not the plain map
