@@ -45,7 +45,8 @@ def grid(predicted: Path, data, picks: int, path: Path) -> None:
     defective = sorted([s for s in scored if s[2]], key=lambda s: -s[3])
     free = [s for s in scored if not s[2]]
     chosen = [defective[round(i)] for i in np.linspace(0, len(defective) - 1, picks)] if defective else []
-    chosen += [s for s in free if s[1]["defect"]][:1] + [s for s in free if not s[1]["defect"]][: max(1, 4 - len(chosen) % 4)]
+    chosen += [s for s in free if s[1]["defect"]][:1]  # a defect-free image the classifier calls defective, if any
+    chosen += [s for s in free if not s[1]["defect"]][: (-len(chosen)) % 4 or 4]  # then fill the last row of 4
     tiles = []
     for name, row, is_defective, iou in chosen:
         tile = Image.open(predicted / row["overlay"]).convert("RGB").resize((256, 256))

@@ -51,9 +51,10 @@ def classification(folders: dict[int, Path]) -> tuple[list[str], pd.DataFrame]:
     lines = ["| run | accuracy | balanced accuracy | AUC-ROC | confusion [[tn, fp], [fn, tp]] | decision threshold | train (best epoch) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in frame.iterrows():
-        lines.append(f"| seed {r['seed']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['auc_roc']:.3f} | "
-                     f"[[{r['tn']}, {r['fp']}], [{r['fn']}, {r['tp']}]] | {r['decision_threshold']:.3g} | "
-                     f"{r['train_time_s']:.0f} s ({r['best_epoch']} of {r['epochs']}) |")
+        n = {k: int(r[k]) for k in ("seed", "tn", "fp", "fn", "tp", "best_epoch", "epochs")}  # iterrows gives floats
+        lines.append(f"| seed {n['seed']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['auc_roc']:.3f} | "
+                     f"[[{n['tn']}, {n['fp']}], [{n['fn']}, {n['tp']}]] | {r['decision_threshold']:.3g} | "
+                     f"{r['train_time_s']:.0f} s ({n['best_epoch']} of {n['epochs']}) |")
     lines.append(f"| mean ± std | {mean_std(frame['accuracy'])} | {mean_std(frame['balanced_accuracy'])} | "
                  f"{mean_std(frame['auc_roc'])} | | | |")
     lines.append("| reference study (quoted, not measured here: its own 70/15/15 split of all 1150 images, ImageNet weights, "

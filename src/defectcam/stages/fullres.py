@@ -233,7 +233,8 @@ def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalizatio
     training = DecoderTraining(network, recipe, normalization, val[0], val[1], int(cfg.fullres.eval_batch_size))
     trainer = pl.Trainer(
         accelerator=str(cfg.trainer.accelerator), devices=1,  # one device: a decoder over frozen features is small
-        precision=cfg.trainer.precision, max_steps=recipe.steps, max_epochs=-1, deterministic=cfg.trainer.deterministic,
+        precision=cfg.trainer.precision, max_steps=recipe.steps, max_epochs=1,  # the sampler draws `steps` batches: one epoch
+        deterministic=cfg.trainer.deterministic,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version=name),
         enable_checkpointing=False, enable_progress_bar=bool(cfg.train.progress_bar), enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=max(1, min(50, recipe.steps // 10)),
