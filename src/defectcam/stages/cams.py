@@ -74,6 +74,13 @@ def stale_reason(recorded: dict[str, Any] | None, wanted: dict[str, Any], made: 
     return f"{key} was {recorded.get(key)!r}, now {wanted[key]!r}"
 
 
+def refuse_or_warn(cfg: DictConfig, cache_path: Path, reason: str, stage: str, warning: str) -> None:
+    """A stale cache under on_stale=error: one line naming it and the stage that refreshes it; else the warning."""
+    if cfg.on_stale == "error":
+        raise StaleInputError(f"{cache_path}: stale ({reason}); refresh it with `defectcam-{stage}` (make {stage}), or pass on_stale=recompute")
+    log.warning("%s", warning)
+
+
 def fresh_cams(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     """The meta of a CAM cache that belongs to the current best.ckpt and CAM settings.
 
@@ -87,9 +94,7 @@ def fresh_cams(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     reason = stale_reason(recorded, wanted) if cache_path.is_file() else "there is no CAM cache"
     if reason is None:
         return wanted
-    if cfg.on_stale == "error":
-        raise StaleInputError(f"{cache_path}: stale ({reason}); refresh it with `defectcam-cams` (make cams), or pass on_stale=recompute")
-    log.warning("problem %d: CAM cache stale (%s); recomputing", data.problem, reason)
+    refuse_or_warn(cfg, cache_path, reason, "cams", f"problem {data.problem}: CAM cache stale ({reason}); recomputing")
     return cams_problem(cfg, data)
 
 

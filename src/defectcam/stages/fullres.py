@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from defectcam.localization.exact import best_exact_threshold, sort_pixels
 from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining, DecoderTrainSet, normalized
 from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, save_figure
-from defectcam.stages.cams import fresh_cams, load_cam_cache, stale_reason
+from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason
 from defectcam.stages.common import best_checkpoint, inference_device, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import fullres_starts, fullres_supervisions, output_dir, to_plain
@@ -115,9 +116,7 @@ def fresh_fullres(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None:
     wanted, cache_path, reason = stale_fullres(cfg, data)
     if reason is None:
         return wanted
-    if cfg.on_stale == "error":
-        raise StaleInputError(f"{cache_path}: stale ({reason}); refresh it with `defectcam-fullres` (make fullres), or pass on_stale=recompute")
-    log.warning("problem %d: fullres cache stale (%s); retraining the decoder", data.problem, reason)
+    refuse_or_warn(cfg, cache_path, reason, "fullres", f"problem {data.problem}: fullres cache stale ({reason}); retraining the decoder")
     return fullres_problem(cfg, data)
 
 
@@ -239,7 +238,10 @@ def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalizatio
         enable_checkpointing=False, enable_progress_bar=bool(cfg.train.progress_bar), enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=max(1, min(50, recipe.steps // 10)),
     )
-    trainer.fit(training, train_dataloaders=train_loader(dataset, recipe))
+    with warnings.catch_warnings():
+        # The frozen classifier stays in eval mode on purpose (its BatchNorm statistics must not move).
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
+        trainer.fit(training, train_dataloaders=train_loader(dataset, recipe))
     return training
 
 
