@@ -55,9 +55,11 @@ def reuse_decoders(source: Path, target: Path, problems: list[int]) -> None:
     """Copy a variant's trained decoders and selection into another (the stage reuses them when only TTA differs)."""
     for problem in problems:
         for path in (source / f"problem_{problem}" / "fullres").glob("*"):
-            if path.name == "selection.csv" or path.name.startswith("decoder_"):
-                (target / f"problem_{problem}" / "fullres").mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target / f"problem_{problem}" / "fullres" / path.name)
+            copy = target / f"problem_{problem}" / "fullres" / path.name
+            # a variant's own decoders (a rerun) are never replaced by the variant before it
+            if (path.name == "selection.csv" or path.name.startswith("decoder_")) and not copy.exists():
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, copy)
 
 
 def run_variant(overrides: list[str], name: str, extra: list[str], previous: str | None = None) -> pd.DataFrame:
