@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 
 from defectcam.cams import compute_cams
 from defectcam.fullres.maps import defect_probabilities
-from defectcam.fullres.network import FullResolutionNet
+from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.models.backbone import build_backbone
 from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining
 
@@ -81,12 +81,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--run", type=Path, default=None, help="a finished run's output folder")
+    parser.add_argument("--decoder-channels", type=int, nargs="+", default=None,
+                        help="decoder blocks to time instead of the experiment's fullres.decoder_channels")
     args = parser.parse_args()
     device = torch.device(args.device)
     classifier_steps, _, decoder_steps, cfg = recipe_steps(args.experiment, args.train_images)
     torch.manual_seed(0)
     net = build_backbone(args.arch, "none").to(device)
-    network = FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels]).to(device)
+    channels = args.decoder_channels or [int(c) for c in cfg.fullres.decoder_channels]
+    network = FullResolutionNet(net, channels).to(device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     methods, layers = [str(m) for m in cfg.cam.methods], [str(layer) for layer in cfg.cam.layers]
 
@@ -94,10 +97,15 @@ def main() -> None:
         with torch.no_grad():
             defect_probabilities(network.eval(), images, "none")
 
+    def encoder_forward() -> None:
+        with torch.no_grad():
+            resnet_features(net.eval(), images)
+
     def cams() -> None:
         compute_cams(net.eval(), images, layers, methods)
 
     map_s, cams_s = median_seconds(full_resolution_map, args.repeats, device), median_seconds(cams, args.repeats, device)
+    encoder_s = median_seconds(encoder_forward, args.repeats, device)
 
     # Each training step at its own recipe's batch size (the classifier's data.batch_size, the decoder's fullres.batch_size).
     classifier_batch, decoder_batch = int(cfg.data.batch_size), int(cfg.fullres.batch_size)
@@ -132,7 +140,8 @@ def main() -> None:
     classifier_s, decoder_s = median_seconds(classifier_step, args.repeats, device), median_seconds(decoder_step, args.repeats, device)
     print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}:")
     print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
-    print(f"full-resolution map (one forward): {map_s:.3f} s ({map_s / cams_s:.2f}x compute_cams)")
+    print(f"full-resolution map (one forward, decoder blocks {channels}): {map_s:.3f} s ({map_s / cams_s:.2f}x compute_cams)")
+    print(f"  of which the classifier's own forward (the floor of any map): {encoder_s:.3f} s ({encoder_s / cams_s:.2f}x)")
     crop = f", {recipe.crop} px crops" if recipe.crop and recipe.crop < args.size else ""
     print(f"classifier training step (batch {classifier_batch}): {classifier_s:.3f} s (1.00x)")
     print(f"decoder training step (batch {decoder_batch}{crop}): {decoder_s:.3f} s ({decoder_s / classifier_s:.2f}x)")

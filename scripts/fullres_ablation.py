@@ -6,7 +6,8 @@ Every variant (VARIANTS below, or --variant NAME=override,override ...) trains i
 <output_dir>/ablation/<name>/ (the run's split, caches, best.ckpt and CAMs are linked, never rewritten) and is
 scored by localize's protocol (threshold chosen on validation, test with intervals), ungated and gated. Prints a
 Markdown table per problem beside the run's best CAM entry (ungated, no post-process, chosen on validation) and
-writes it to <output_dir>/ablation/ablation.csv.
+writes it to <output_dir>/ablation/ablation.csv. A variant with fullres.supervision holding `masks` also gets rows of the
+fully supervised reference (method `supervised`), labelled as a reference.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ VARIANTS = {
                                   "fullres.tta=dihedral"],
 }
 LINKED = ("split.csv", "split.json", "cache", "checkpoints/best.ckpt", "train_summary.json", "metrics.json", "predictions.csv", "cams")
-SCORED = ["localize.methods=[fullres]", "localize.baselines=[]", "localize.postprocess=[none]", "localize.gates=[none,classifier]"]
+SCORED = ["localize.baselines=[]", "localize.postprocess=[none]", "localize.gates=[none,classifier]"]  # + the decoders' methods
 
 
 def link_run(run: Path, target: Path, problems: list[int]) -> None:
@@ -65,23 +66,28 @@ def reuse_decoders(source: Path, target: Path, problems: list[int]) -> None:
 def run_variant(overrides: list[str], name: str, extra: list[str], previous: str | None = None) -> pd.DataFrame:
     """Train and score one variant (reusing `previous`'s decoders where only inference settings differ); its rows of
     the fullres entry."""
+    from defectcam.fullres import DECODER_METHODS
     from defectcam.stages.data import prepare_data
+    from defectcam.stages.fullres import run_fullres
     from defectcam.stages.localize import run_localize
-    from defectcam.stages.settings import output_dir, problems_of
+    from defectcam.stages.settings import fullres_supervisions, output_dir, problems_of
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         base = compose(config_name="config", overrides=overrides)
         run = output_dir(base)
         folder = variant_folder(run, name)
         cfg = compose(config_name="config", overrides=[*overrides, *extra, *SCORED, f"paths.output_dir={folder}"])
+    cfg.localize.methods = [DECODER_METHODS[supervision] for supervision in fullres_supervisions(cfg)]  # no CAM entries
     link_run(run, folder, problems_of(cfg))
     if previous is not None:
         reuse_decoders(variant_folder(run, previous), folder, problems_of(cfg))
     prepare_data(cfg, show_progress=False)
+    run_fullres(cfg)  # before localize, which would otherwise train the decoder inside its one-thread scoring
     run_localize(cfg)
     rows = pd.concat([pd.read_csv(folder / f"problem_{p}" / "localization.csv") for p in problems_of(cfg)])
-    rows = rows[(rows["method"] == "fullres") & (rows["selection"] == "val-best")]
-    return rows.assign(variant=name)
+    rows = rows[rows["method"].isin(["fullres", "supervised"]) & (rows["selection"] == "val-best")]
+    # the fully supervised reference (fullres.supervision with masks) is labelled as such, never as a weak variant
+    return rows.assign(variant=[name if method == "fullres" else f"{name}: {method} reference" for method in rows["method"]])
 
 
 def best_cam(run: Path, problems: list[int]) -> pd.DataFrame:

@@ -156,7 +156,8 @@ def test_export_settings_are_checked(compose_cfg, override: str, message: str) -
         export_settings(compose_cfg(override))
 
 
-def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None) -> None:
+@pytest.mark.parametrize("channels", [(16, 8, 8, 8, 8), (16, 8, 8)])  # (16, 8, 8): a 1/4-scale map upsampled in the graph
+def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, channels: tuple[int, ...]) -> None:
     from torchvision.models import resnet18
 
     from defectcam.export import OPSET
@@ -165,7 +166,7 @@ def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None) 
     from defectcam.fullres.network import FullResolutionNet
 
     torch.manual_seed(0)  # random weights: their maps are not flip-equivariant, so the TTA average shows
-    network = FullResolutionNet(resnet18(num_classes=2), (16, 8, 8, 8, 8)).eval()
+    network = FullResolutionNet(resnet18(num_classes=2), channels).eval()
     check = write_onnx(Localizer(network, (0.4, 0.1), "flips"), tmp_path / "l.onnx", 32, OPSET, {"tta": "flips"})
     assert check["max_probability_difference"] <= 1e-4
     gray = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))

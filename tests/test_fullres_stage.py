@@ -121,7 +121,7 @@ BAD_SETTINGS = [
     ("fullres.start=[xgradcam/layer2]", "fullres.start: 'xgradcam' is not computed; add it to cam.methods"),
     ("fullres.start=[layercam]", "neither method/layer nor a cam.fusions name"),
     ("fullres.supervision=[pixels]", "fullres.supervision: 'pixels' is not one of cams, masks"),
-    ("fullres.decoder_channels=[16,8]", "fullres.decoder_channels: [16, 8] must be 5 positive integers"),
+    ("fullres.decoder_channels=[16,8,8,8,8,8]", "fullres.decoder_channels: [16, 8, 8, 8, 8, 8] must be 1 to 5 positive integers"),
     ("fullres.crop=8", "fullres.crop: 8 must be an integer >= 32"),
     ("fullres.seeds.background_quantile=1.5", "fullres.seeds.background_quantile: 1.5 must be a number in"),
     ("fullres.tta=rotations", "fullres.tta: 'rotations' is not one of none, flips, dihedral"),
@@ -153,14 +153,15 @@ def l_pattern(size: int = 32) -> torch.Tensor:
     return image
 
 
+@pytest.mark.parametrize("channels", [(16, 8, 8, 8, 8), (16, 8, 8)])
 @pytest.mark.parametrize("tta", ["flips", "dihedral"])
-def test_decoder_tta_is_equivariant(tta: str) -> None:
+def test_decoder_tta_is_equivariant(tta: str, channels: tuple[int, ...]) -> None:
     import torchvision
 
     from defectcam.cams.tta import TTA_SETS
 
     torch.manual_seed(0)
-    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (16, 8, 8, 8, 8)).eval()
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), channels).eval()
     image = l_pattern()
     _, probs = defect_probabilities(network, image, tta)
     for transform in TTA_SETS[tta]:
@@ -168,3 +169,41 @@ def test_decoder_tta_is_equivariant(tta: str) -> None:
         assert torch.allclose(moved, transform.apply(probs), atol=1e-5), transform
     _, plain = defect_probabilities(network, image, "none")
     assert not torch.allclose(plain, probs, atol=1e-5)  # the average is not the plain map
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 4, 5])
+def test_a_shallower_decoder_is_upsampled_to_the_input(blocks: int) -> None:
+    import torch.nn.functional as F
+    import torchvision
+
+    from defectcam.fullres.network import resnet_features
+
+    torch.manual_seed(0)
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks).eval()
+    images = torch.randn(2, 3, 64, 64)
+    logits, seg = network(images)
+    assert logits.shape == (2, 2) and seg.shape == (2, 2, 64, 64)
+    features = resnet_features(network.classifier, images)
+    coarse = network.head(network.decoder(features))
+    assert coarse.shape[-1] == 64 // 2 ** (5 - blocks)  # each block doubles layer4's 1/32 scale
+    expected = coarse if blocks == 5 else F.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(seg, expected, atol=1e-6)
+
+
+def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out, overrides = private_copy(pipeline, tmp_path)
+    run_rows = (out / "problem_1" / "localization.csv").read_bytes()
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fullres_ablation.py"
+    result = subprocess.run([sys.executable, str(script), *overrides, "--variant", "no negatives=fullres.negatives=false",
+                             "--variant", "reference=fullres.supervision=[masks]"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(out / "ablation" / "ablation.csv")
+    test = table[table["split"] == "test"]
+    assert {"no negatives", "reference: supervised reference"} <= set(test["variant"])
+    assert test["variant"].str.startswith("best CAM").any()  # the run's own best CAM entry, beside the variants
+    assert set(test.loc[test["variant"] == "no negatives", "method"]) == {"fullres"}
+    assert set(test.loc[test["variant"] == "reference: supervised reference", "method"]) == {"supervised"}
+    assert (out / "problem_1" / "localization.csv").read_bytes() == run_rows  # the run itself is only read

@@ -137,18 +137,23 @@ def test_check_thresholds_finds_the_brute_force_optimum(pipeline) -> None:
     assert abs(gap) < 1e-9  # exact choice == best over every distinct validation value
 
 
-def test_localize_leaves_torch_threads_as_it_found_them(pipeline, compose_cfg) -> None:
+def test_localize_leaves_torch_threads_as_it_found_them(pipeline, compose_cfg, monkeypatch) -> None:
     # A multirun (make seeds, make sweep) runs its jobs in one process: localize's one thread must not
     # leak into the next job's training (it once halved the speed of every seed after the first).
-    from defectcam.stages.localize import run_localize
+    # Nor may a stale decoder or CAM cache be recomputed inside that one thread.
+    from defectcam.stages import localize
 
+    seen = []
+    refresh = localize.fresh_fullres
+    monkeypatch.setattr(localize, "fresh_fullres", lambda cfg, data: seen.append(torch.get_num_threads()) or refresh(cfg, data))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        run_localize(compose_cfg(*pipeline["overrides"], "localize.threads=1"))  # finished: reads, does not recompute
+        localize.run_localize(compose_cfg(*pipeline["overrides"], "localize.threads=1"))  # finished: reads, does not recompute
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+    assert seen and seen[0] == 2  # the first refresh (the one that would retrain) ran before localize's one thread
 
 
 def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:

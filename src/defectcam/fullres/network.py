@@ -1,8 +1,11 @@
 """The full-resolution network: a frozen torchvision ResNet classifier and a U-Net decoder over its features.
 
 The decoder is segmentation-models-pytorch's U-Net decoder over the stem and layer1..layer4 of the
-classifier (strides 2, 4, 8, 16, 32), ending in a 3x3 convolution to background/defect logits at the
-input resolution. The classifier's weights and BatchNorm statistics are never changed: its parameters
+classifier (strides 2, 4, 8, 16, 32), ending in a 3x3 convolution to background/defect logits. Each
+decoder block doubles the scale, starting from layer4's: five blocks reach the input resolution; fewer
+stop at a coarser one (three: layer1's, 1/4) and the logits are upsampled bilinearly to the input size,
+which costs a fraction of the full-resolution blocks (16 channels at the input size cost on a CPU about
+what a backward pass through the encoder does). The classifier's weights and BatchNorm statistics are never changed: its parameters
 do not require gradients and it stays in eval mode whatever mode the network is put in.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import ResNet
 
@@ -41,7 +45,9 @@ def stage_channels(net: ResNet) -> tuple[int, ...]:
 
 
 class FullResolutionNet(nn.Module):
-    """images (N, 3, H, W) -> (classifier logits (N, 2), decoder logits (N, 2, H, W)); the classifier frozen."""
+    """images (N, 3, H, W) -> (classifier logits (N, 2), decoder logits (N, 2, H, W)); the classifier frozen.
+
+    `decoder_channels` holds one entry per decoder block (1 to 5), from layer4's scale up."""
 
     def __init__(self, classifier: ResNet, decoder_channels: Sequence[int] = DECODER_CHANNELS) -> None:
         super().__init__()
@@ -62,8 +68,12 @@ class FullResolutionNet(nn.Module):
         return self
 
     def decode(self, features: list[Tensor]) -> Tensor:
-        """resnet_features' output -> decoder logits (N, 2, H, W) at the input resolution."""
-        return self.head(self.decoder(features))
+        """resnet_features' output -> decoder logits (N, 2, H, W) at the input resolution (features[0]'s)."""
+        logits = self.head(self.decoder(features))
+        size = features[0].shape[-2:]
+        if logits.shape[-2:] != size:  # a decoder of fewer than 5 blocks stops at a coarser scale
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = resnet_features(self.classifier, images)

@@ -189,6 +189,10 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict
 def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     """The localize stage. Returns the mean validation mIoU (what a sweeper may optimize; never test)."""
     prepared = prepare_data(cfg)
+    for data in prepared.values():
+        # Stale CAMs or decoders are recomputed here, at torch's own thread count, not inside localize's
+        # one thread (which would train a decoder on one core of two).
+        fresh_localize_meta(cfg, data)
     with cpu_threads(cfg.localize.threads):
         return _localize(cfg, prepared, job_dir)
 

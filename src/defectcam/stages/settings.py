@@ -35,7 +35,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fullres.tta": tuple(TTA_SETS),
 }
 FULLRES_SUPERVISIONS = ("cams", "masks")
-DECODER_BLOCKS = 5  # the U-Net decoder climbs from layer4 (stride 32) to the input: five blocks
+DECODER_BLOCKS = (1, 5)  # the U-Net decoder climbs from layer4 (stride 32): 1..5 blocks, 5 reaching the input's scale
 # DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
 DAGM_PROBLEMS: tuple[int, ...] = tuple(range(1, 11))
 
@@ -175,9 +175,11 @@ def _check_fullres(cfg: DictConfig) -> None:
     _check_number(cfg, "fullres.size.low", minimum=1e-6, maximum=1.0)
     _check_number(cfg, "fullres.size.high", minimum=float(cfg.fullres.size.low), maximum=1.0)
     channels = to_plain(cfg.fullres.decoder_channels)
-    if (not isinstance(channels, list) or len(channels) != DECODER_BLOCKS
+    low, high = DECODER_BLOCKS
+    if (not isinstance(channels, list) or not low <= len(channels) <= high
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)):
-        raise ConfigError(f"fullres.decoder_channels: {channels!r} must be {DECODER_BLOCKS} positive integers, e.g. [128, 64, 32, 16, 16]")
+        raise ConfigError(f"fullres.decoder_channels: {channels!r} must be {low} to {high} positive integers (one per decoder "
+                          "block, from layer4's scale up), e.g. [128, 64, 32]")
 
 
 def fullres_supervisions(cfg: DictConfig) -> list[str]:
