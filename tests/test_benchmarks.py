@@ -55,5 +55,13 @@ def test_fullres_benchmark_prints_both_ratios() -> None:
     lines = run_benchmark("bench_fullres.py", "--arch", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
                           "--experiment", "quick")
     assert lines[1].startswith("compute_cams (3 methods x 4 layers):") and "(1.00x)" in lines[1]
-    assert lines[2].startswith("full-resolution map (one forward):") and "x compute_cams)" in lines[2]
-    assert lines[4].startswith("decoder training step (batch 8") and lines[5].startswith("quick's recipes: 200 decoder steps")
+    assert lines[2].startswith("full-resolution map (one forward, decoder blocks [128, 64, 32, 16, 16]):")
+    assert "x compute_cams)" in lines[2]
+    assert lines[3].startswith("  of which the classifier's own forward (the floor of any map):")
+    assert lines[5].startswith("decoder training step (batch 8") and lines[6].startswith("quick's recipes: 200 decoder steps")
+
+
+def test_fullres_benchmark_times_the_decoder_it_is_given() -> None:
+    lines = run_benchmark("bench_fullres.py", "--arch", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
+                          "--experiment", "quick", "--decoder-channels", "16", "8", "8")
+    assert lines[2].startswith("full-resolution map (one forward, decoder blocks [16, 8, 8]):")
