@@ -2,7 +2,7 @@
 
     python scripts/fullres_ablation.py experiment=dagm_cpu data.root=/data/DAGM paths.output_dir=outputs/dagm_cpu
 
-Every variant (VARIANTS below, or --variant NAME=override,override ...) trains its decoder into
+Every variant (VARIANTS below, or --variant "NAME=override;override" ...) trains its decoder into
 <output_dir>/ablation/<name>/ (the run's split, caches, best.ckpt and CAMs are linked, never rewritten) and is
 scored by localize's protocol (threshold chosen on validation, test with intervals), ungated and gated. Prints a
 Markdown table per problem beside the run's best CAM entry (ungated, no post-process, chosen on validation) and
@@ -68,7 +68,6 @@ def run_variant(overrides: list[str], name: str, extra: list[str], previous: str
     the fullres entry."""
     from defectcam.fullres import DECODER_METHODS
     from defectcam.stages.data import prepare_data
-    from defectcam.stages.fullres import run_fullres
     from defectcam.stages.localize import run_localize
     from defectcam.stages.settings import fullres_supervisions, output_dir, problems_of
 
@@ -82,7 +81,6 @@ def run_variant(overrides: list[str], name: str, extra: list[str], previous: str
     if previous is not None:
         reuse_decoders(variant_folder(run, previous), folder, problems_of(cfg))
     prepare_data(cfg, show_progress=False)
-    run_fullres(cfg)  # before localize, which would otherwise train the decoder inside its one-thread scoring
     run_localize(cfg)
     rows = pd.concat([pd.read_csv(folder / f"problem_{p}" / "localization.csv") for p in problems_of(cfg)])
     rows = rows[rows["method"].isin(["fullres", "supervised"]) & (rows["selection"] == "val-best")]

@@ -15,9 +15,9 @@ from defectcam.errors import StaleInputError
 from defectcam.io import read_json
 from defectcam.stages.cams import CACHE_NAME, META_NAME, cam_meta, stale_reason
 from defectcam.stages.data import prepare_data
-from defectcam.stages.evaluate import evaluate_problem, stale_metrics
+from defectcam.stages.evaluate import stale_metrics
 from defectcam.stages.fullres import stale_fullres
-from defectcam.stages.localize import META_FILE, RESULT_FILES, localize_meta, localize_problem
+from defectcam.stages.localize import META_FILE, RESULT_FILES, fresh_localize_meta, localize_meta, localize_problem
 from defectcam.stages.settings import output_dir
 
 
@@ -51,5 +51,4 @@ def refresh_inputs(cfg: DictConfig) -> None:
             if stale:
                 raise StaleInputError(f"{stale[0]}: {stale[1]}, or pass on_stale=recompute")
             continue
-        evaluate_problem(cfg, data)
-        localize_problem(cfg, data)
+        localize_problem(cfg, data, fresh_localize_meta(cfg, data))  # its metrics, CAMs and decoders refreshed first

@@ -110,11 +110,10 @@ def _part(maps: torch.Tensor, truth: dict[str, torch.Tensor]) -> Part:
     return Part(maps, truth["masks"], truth["defective"], truth["predicted"])
 
 
-def localize_problem(cfg: DictConfig, data: ProblemData) -> pd.DataFrame:
+def localize_problem(cfg: DictConfig, data: ProblemData, meta: dict[str, Any]) -> pd.DataFrame:
     """The protocol for every entry of one problem: localization.csv, curves.csv and localization_images.csv
-    (skipped when up to date with the CAM cache, which is itself refreshed when stale)."""
+    (skipped when up to date with `meta`, fresh_localize_meta's record of the inputs)."""
     out = problem_dir(output_dir(cfg), data.problem)
-    meta = fresh_localize_meta(cfg, data)
     meta_path = out / META_FILE
     if all((out / name).is_file() for name in RESULT_FILES) and meta_path.is_file() and read_json(meta_path) == meta and not cfg.localize.force:
         return pd.read_csv(out / "localization.csv")
@@ -164,9 +163,8 @@ def _log_best(problem: int, table: pd.DataFrame, select_on: str) -> None:
                  test["miou"], test["miou_ci_low"], test["miou_ci_high"], test["all_miou"])
 
 
-def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict[str, Any]]:
+def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float, meta: dict[str, Any]) -> list[dict[str, Any]]:
     """One job of a threshold sweep: per entry, gate and post-process, val and test scores at one threshold."""
-    meta = fresh_localize_meta(cfg, data)
     folder = problem_dir(output_dir(cfg), data.problem)
     cache = load_cam_cache(folder)
     thresholds = torch.tensor([threshold], dtype=torch.float64)
@@ -189,12 +187,11 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float) -> list[dict
 def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     """The localize stage. Returns the mean validation mIoU (what a sweeper may optimize; never test)."""
     prepared = prepare_data(cfg)
-    for data in prepared.values():
-        # Stale CAMs or decoders are recomputed here, at torch's own thread count, not inside localize's
-        # one thread (which would train a decoder on one core of two).
-        fresh_localize_meta(cfg, data)
+    # Stale CAMs or decoders are recomputed here, at torch's own thread count, not inside localize's
+    # one thread (which would train a decoder on one core of two).
+    metas = {problem: fresh_localize_meta(cfg, data) for problem, data in prepared.items()}
     with cpu_threads(cfg.localize.threads):
-        return _localize(cfg, prepared, job_dir)
+        return _localize(cfg, prepared, metas, job_dir)
 
 
 @contextmanager
@@ -210,14 +207,14 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _localize(cfg: DictConfig, prepared: dict[int, ProblemData], job_dir: Path | None) -> float:
+def _localize(cfg: DictConfig, prepared: dict[int, ProblemData], metas: dict[int, dict[str, Any]], job_dir: Path | None) -> float:
     if cfg.localize.threshold is None:
-        tables = [localize_problem(cfg, data) for data in prepared.values()]
+        tables = [localize_problem(cfg, data, metas[problem]) for problem, data in prepared.items()]
         val = pd.concat(tables).query("split == 'val' and selection == 'val-best'")
         first = val[(val["gate"] == val["gate"].iloc[0]) & (val["postprocess"] == val["postprocess"].iloc[0])]
         return float(first["miou"].mean())
     threshold = float(cfg.localize.threshold)
-    rows = [row for data in prepared.values() for row in sweep_job(cfg, data, threshold)]
+    rows = [row for problem, data in prepared.items() for row in sweep_job(cfg, data, threshold, metas[problem])]
     frame = pd.DataFrame(rows)
     target = (job_dir or output_dir(cfg)) / "localization_job.csv"
     with atomic_path(target) as tmp:
