@@ -77,6 +77,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_checkpoint.py
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_fullres.py
 
 # Two workers, one per core (one OpenMP thread each: tests/conftest.py).
 test: setup

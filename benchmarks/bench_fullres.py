@@ -1,7 +1,12 @@
 """The full-resolution stage's costs against the classifier's, measured in one run on the same batch.
 
   maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_probabilities, no TTA)
-             against compute_cams for the configured methods and layers (one forward + one backward);
+             against compute_cams for the configured methods and layers (one forward + one backward); in PyTorch,
+             and (CPU, with defectcam[export] installed) as the exported localizer.onnx in onnxruntime, which is
+             what `defectcam-predict predict.backend=onnx` runs. CAMs have no such form: they need a backward pass.
+             Each map is timed right after a compute_cams call, repeat after repeat, and its ratio is the median of
+             those pairs: on a shared machine the speed drifts by tens of percent within a minute, and a pair sees
+             the same drift on both sides;
   training — one decoder training step (frozen encoder forward without a graph, decoder forward and backward, AdamW
              on the decoder; the recipe's crop and batch) against one classifier training step (forward, backward,
              AdamW on all weights; its batch), then both times the step counts of an experiment's recipes: the
@@ -16,37 +21,76 @@ against train_summary.json's).
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import json
+import logging
 import math
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
+from torch import Tensor
 
 from defectcam.cams import compute_cams
+from defectcam.export import OPSET
+from defectcam.export.graph import Localizer
+from defectcam.export.runtime import OnnxLocalizer
+from defectcam.export.writers import write_onnx
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.models.backbone import build_backbone
 from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining
 
 REPO = Path(__file__).resolve().parents[1]
+NORMALIZATION = (0.5, 0.25)  # the exported graph's gray -> input normalization (its cost, not its values, matters here)
 
 
-def median_seconds(run, repeats: int, device: torch.device) -> float:
-    run()  # warm-up
-    times = []
+def seconds(run: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of one call of `run` (the device synchronized on both sides)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def paired_ratios(baseline: Callable[[], None], candidates: dict[str, Callable[[], None]], repeats: int,
+                  device: torch.device) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(median baseline seconds, {name: (median seconds, median of its ratios to the baseline call just before it)})."""
+    for run in (baseline, *candidates.values()):
+        run()  # warm-up
+    baseline_times: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    ratios: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, run in candidates.items():
+            before, after = seconds(baseline, device), seconds(run, device)
+            baseline_times.append(before)
+            times[name].append(after)
+            ratios[name].append(after / before)
+    return statistics.median(baseline_times), {name: (statistics.median(times[name]), statistics.median(ratios[name]))
+                                                for name in candidates}
+
+
+def onnx_map(network: FullResolutionNet, size: int, folder: Path) -> Callable[[Tensor], object] | None:
+    """The network exported as predict's localizer.onnx and loaded in onnxruntime, or None without defectcam[export]."""
+    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")):
+        return None
+    for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # the exporter logs every pass
+        logging.getLogger(name).setLevel(logging.ERROR)
+    path = folder / "localizer.onnx"
+    # write_onnx checks onnxruntime against torch on a batch before it puts the file in place.
+    # A copy: Localizer freezes the network it wraps, and the decoder training step below needs this one trainable.
+    write_onnx(Localizer(copy.deepcopy(network), NORMALIZATION), path, size, OPSET, {"benchmark": "bench_fullres"})
+    return OnnxLocalizer(path)
 
 
 def recipe_steps(experiment: str, n_train: int | None) -> tuple[int, int, int, dict[str, object]]:
@@ -104,8 +148,13 @@ def main() -> None:
     def cams() -> None:
         compute_cams(net.eval(), images, layers, methods)
 
-    map_s, cams_s = median_seconds(full_resolution_map, args.repeats, device), median_seconds(cams, args.repeats, device)
-    encoder_s = median_seconds(encoder_forward, args.repeats, device)
+    maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
+    with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:
+        exported = onnx_map(network, args.size, Path(export_dir)) if device.type == "cpu" else None
+        if exported is not None:
+            gray = images[:, :1].clamp(0, 1).cpu()
+            maps["onnx"] = lambda: exported(gray)
+        cams_s, timed = paired_ratios(cams, maps, args.repeats, device)
 
     # Each training step at its own recipe's batch size (the classifier's data.batch_size, the decoder's fullres.batch_size).
     classifier_batch, decoder_batch = int(cfg.data.batch_size), int(cfg.fullres.batch_size)
@@ -137,15 +186,23 @@ def main() -> None:
         training.training_step(batch, 0).backward()
         decoder_optimizer.step()
 
-    classifier_s, decoder_s = median_seconds(classifier_step, args.repeats, device), median_seconds(decoder_step, args.repeats, device)
+    classifier_s, steps = paired_ratios(classifier_step, {"decoder": decoder_step}, args.repeats, device)
+    decoder_s, decoder_ratio = steps["decoder"]
     print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}:")
     print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
-    print(f"full-resolution map (one forward, decoder blocks {channels}): {map_s:.3f} s ({map_s / cams_s:.2f}x compute_cams)")
-    print(f"  of which the classifier's own forward (the floor of any map): {encoder_s:.3f} s ({encoder_s / cams_s:.2f}x)")
+    print(f"full-resolution map (one forward, decoder blocks {channels}): {timed['map'][0]:.3f} s "
+          f"({timed['map'][1]:.2f}x compute_cams)")
+    print(f"  of which the classifier's own forward (the floor of any map in PyTorch): {timed['encoder'][0]:.3f} s "
+          f"({timed['encoder'][1]:.2f}x)")
+    if "onnx" in timed:
+        print(f"  the same map exported, in onnxruntime (predict.backend=onnx): {timed['onnx'][0]:.3f} s "
+              f"({timed['onnx'][1]:.2f}x compute_cams)")
+    else:
+        print("  the same map in onnxruntime: not timed (a CPU run with defectcam[export] installed times it)")
     crop = f", {recipe.crop} px crops" if recipe.crop and recipe.crop < args.size else ""
     print(f"classifier training step (batch {classifier_batch}): {classifier_s:.3f} s (1.00x)")
-    print(f"decoder training step (batch {decoder_batch}{crop}): {decoder_s:.3f} s ({decoder_s / classifier_s:.2f}x)")
-    projected = decoder_steps * decoder_s / (classifier_steps * classifier_s)
+    print(f"decoder training step (batch {decoder_batch}{crop}): {decoder_s:.3f} s ({decoder_ratio:.2f}x)")
+    projected = decoder_steps * decoder_ratio / classifier_steps
     print(f"{args.experiment}'s recipes: {decoder_steps} decoder steps / {classifier_steps} classifier steps -> fullres training "
           f"{projected:.2f}x the classifier's (steps only; validation passes not included)")
     for line in run_ratio(args.run) if args.run else []:

@@ -57,8 +57,10 @@ def test_fullres_benchmark_prints_both_ratios() -> None:
     assert lines[1].startswith("compute_cams (3 methods x 4 layers):") and "(1.00x)" in lines[1]
     assert lines[2].startswith("full-resolution map (one forward, decoder blocks [128, 64, 32, 16, 16]):")
     assert "x compute_cams)" in lines[2]
-    assert lines[3].startswith("  of which the classifier's own forward (the floor of any map):")
-    assert lines[5].startswith("decoder training step (batch 8") and lines[6].startswith("quick's recipes: 200 decoder steps")
+    assert lines[3].startswith("  of which the classifier's own forward (the floor of any map in PyTorch):")
+    # the suite installs defectcam[export], so the exported map is timed in onnxruntime too (after a check against torch)
+    assert lines[4].startswith("  the same map exported, in onnxruntime (predict.backend=onnx):") and "x compute_cams)" in lines[4]
+    assert lines[6].startswith("decoder training step (batch 8") and lines[7].startswith("quick's recipes: 200 decoder steps")
 
 
 def test_fullres_benchmark_times_the_decoder_it_is_given() -> None:
