@@ -1,6 +1,6 @@
 """The full-resolution stage's costs against the classifier's, measured in one run on the same batch.
 
-  maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_probabilities, no TTA)
+  maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_probabilities; --tta: one per transform)
              against compute_cams for the configured methods and layers (one forward + one backward); in PyTorch,
              and (CPU, with defectcam[export] installed) as the exported localizer.onnx in onnxruntime, which is
              what `defectcam-predict predict.backend=onnx` runs. CAMs have no such form: they need a backward pass.
@@ -38,6 +38,7 @@ from hydra import compose, initialize_config_dir
 from torch import Tensor
 
 from defectcam.cams import compute_cams
+from defectcam.cams.tta import tta_transforms
 from defectcam.export import OPSET
 from defectcam.export.graph import Localizer
 from defectcam.export.runtime import OnnxLocalizer
@@ -80,7 +81,7 @@ def paired_ratios(baseline: Callable[[], None], candidates: dict[str, Callable[[
                                                 for name in candidates}
 
 
-def onnx_map(network: FullResolutionNet, size: int, folder: Path) -> Callable[[Tensor], object] | None:
+def onnx_map(network: FullResolutionNet, size: int, folder: Path, tta: str) -> Callable[[Tensor], object] | None:
     """The network exported as predict's localizer.onnx and loaded in onnxruntime, or None without defectcam[export]."""
     if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")):
         return None
@@ -89,7 +90,7 @@ def onnx_map(network: FullResolutionNet, size: int, folder: Path) -> Callable[[T
     path = folder / "localizer.onnx"
     # write_onnx checks onnxruntime against torch on a batch before it puts the file in place.
     # A copy: Localizer freezes the network it wraps, and the decoder training step below needs this one trainable.
-    write_onnx(Localizer(copy.deepcopy(network), NORMALIZATION), path, size, OPSET, {"benchmark": "bench_fullres"})
+    write_onnx(Localizer(copy.deepcopy(network), NORMALIZATION, tta), path, size, OPSET, {"benchmark": "bench_fullres"})
     return OnnxLocalizer(path)
 
 
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a finished run's output folder")
     parser.add_argument("--decoder-channels", type=int, nargs="+", default=None,
                         help="decoder blocks to time instead of the experiment's fullres.decoder_channels")
+    parser.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"], help="the maps' fullres.tta")
     args = parser.parse_args()
     device = torch.device(args.device)
     classifier_steps, _, decoder_steps, cfg = recipe_steps(args.experiment, args.train_images)
@@ -139,7 +141,7 @@ def main() -> None:
 
     def full_resolution_map() -> None:
         with torch.no_grad():
-            defect_probabilities(network.eval(), images, "none")
+            defect_probabilities(network.eval(), images, args.tta)
 
     def encoder_forward() -> None:
         with torch.no_grad():
@@ -150,7 +152,7 @@ def main() -> None:
 
     maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
     with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:
-        exported = onnx_map(network, args.size, Path(export_dir)) if device.type == "cpu" else None
+        exported = onnx_map(network, args.size, Path(export_dir), args.tta) if device.type == "cpu" else None
         if exported is not None:
             gray = images[:, :1].clamp(0, 1).cpu()
             maps["onnx"] = lambda: exported(gray)
@@ -190,7 +192,8 @@ def main() -> None:
     decoder_s, decoder_ratio = steps["decoder"]
     print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}:")
     print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
-    print(f"full-resolution map (one forward, decoder blocks {channels}): {timed['map'][0]:.3f} s "
+    passes = "one forward" if args.tta == "none" else f"fullres.tta={args.tta}: {len(tta_transforms(args.tta))} forwards"
+    print(f"full-resolution map ({passes}, decoder blocks {channels}): {timed['map'][0]:.3f} s "
           f"({timed['map'][1]:.2f}x compute_cams)")
     print(f"  of which the classifier's own forward (the floor of any map in PyTorch): {timed['encoder'][0]:.3f} s "
           f"({timed['encoder'][1]:.2f}x)")
