@@ -24,7 +24,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import logging
 import math
 import statistics
 import tempfile
@@ -85,8 +84,6 @@ def onnx_map(network: FullResolutionNet, size: int, folder: Path, tta: str) -> C
     """The network exported as predict's localizer.onnx and loaded in onnxruntime, or None without defectcam[export]."""
     if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")):
         return None
-    for name in ("onnx_ir", "onnxscript", "torch.onnx"):  # the exporter logs every pass
-        logging.getLogger(name).setLevel(logging.ERROR)
     path = folder / "localizer.onnx"
     # write_onnx checks onnxruntime against torch on a batch before it puts the file in place.
     # A copy: Localizer freezes the network it wraps, and the decoder training step below needs this one trainable.
@@ -195,7 +192,8 @@ def main() -> None:
     passes = "one forward" if args.tta == "none" else f"fullres.tta={args.tta}: {len(tta_transforms(args.tta))} forwards"
     print(f"full-resolution map ({passes}, decoder blocks {channels}): {timed['map'][0]:.3f} s "
           f"({timed['map'][1]:.2f}x compute_cams)")
-    print(f"  of which the classifier's own forward (the floor of any map in PyTorch): {timed['encoder'][0]:.3f} s "
+    floor = "of which the classifier's own forward" if args.tta == "none" else "the classifier's own forward, one pass"
+    print(f"  {floor} (the floor of any map in PyTorch): {timed['encoder'][0]:.3f} s "
           f"({timed['encoder'][1]:.2f}x)")
     if "onnx" in timed:
         print(f"  the same map exported, in onnxruntime (predict.backend=onnx): {timed['onnx'][0]:.3f} s "

@@ -2,8 +2,8 @@
 
     python scripts/fullres_ablation.py experiment=dagm_cpu data.root=/data/DAGM paths.output_dir=outputs/dagm_cpu
 
-Every variant (VARIANTS below, or --variant "NAME=override;override" ...) trains its decoder into
-<output_dir>/ablation/<name>/ (the run's split, caches, best.ckpt and CAMs are linked, never rewritten) and is
+Every variant (VARIANTS below, or --variant "NAME=override;override" ...) trains its decoder (or reuses the
+variant before it's, or the run's own, when only TTA or batch sizes differ) into <output_dir>/ablation/<name>/ (the run's split, caches, best.ckpt and CAMs are linked, never rewritten) and is
 scored by localize's protocol (threshold chosen on validation, test with intervals), ungated and gated. Prints a
 Markdown table per problem beside the run's best CAM entry (ungated, no post-process, chosen on validation) and
 writes it to <output_dir>/ablation/ablation.csv. A variant with fullres.supervision holding `masks` also gets rows of the
@@ -18,13 +18,20 @@ import shutil
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 from hydra import compose, initialize_config_dir
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from defectcam.data.prepare import ProblemData
+
 REPO = Path(__file__).resolve().parents[1]
-# name -> overrides, each variant adding one thing to the one before (the first: seeds only). A variant that only
-# changes how maps are made (fullres.tta) reuses the decoder of the variant before it (the stage reuses decoders
-# whose training settings match), so it measures TTA on the very same weights.
+# name -> overrides, each variant adding one thing to the one before (the first: seeds only). A variant whose
+# training settings are those of the variant before it, or of the run itself, reuses those decoders (only how maps
+# are made differs, e.g. fullres.tta), so it measures TTA on the very same weights.
 VARIANTS = {
     "seeds only": ["fullres.negatives=false", "fullres.pairwise.weight=0", "fullres.size.weight=0", "fullres.tta=none"],
     "+ negative images": ["fullres.negatives=true", "fullres.pairwise.weight=0", "fullres.size.weight=0", "fullres.tta=none"],
@@ -52,20 +59,28 @@ def variant_folder(run: Path, name: str) -> Path:
     return run / "ablation" / name.replace(" ", "_").replace("+", "plus").replace(",", "")
 
 
-def reuse_decoders(source: Path, target: Path, problems: list[int]) -> None:
-    """Copy a variant's trained decoders and selection into another (the stage reuses them when only TTA differs)."""
-    for problem in problems:
-        for path in (source / f"problem_{problem}" / "fullres").glob("*"):
-            copy = target / f"problem_{problem}" / "fullres" / path.name
-            # a variant's own decoders (a rerun) are never replaced by the variant before it
-            if (path.name == "selection.csv" or path.name.startswith("decoder_")) and not copy.exists():
-                copy.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, copy)
+def reuse_decoders(cfg: DictConfig, prepared: dict[int, ProblemData], sources: list[Path], target: Path) -> None:
+    """Per problem, copy into `target` the decoders and selection of the first of `sources` that the fullres stage
+    would reuse as they are (the same training settings: only TTA or batch sizes differ), so that a variant which
+    changes only how maps are made measures those very weights. A variant's own decoders (a rerun) stay."""
+    from defectcam.stages.fullres import fullres_meta, reusable_decoders
+
+    for problem, data in prepared.items():
+        meta, folder = fullres_meta(cfg, data), target / f"problem_{problem}" / "fullres"
+        if meta is None or (folder / "selection.csv").exists():
+            continue
+        for source in sources:
+            if reusable_decoders(source / f"problem_{problem}", meta):
+                folder.mkdir(parents=True, exist_ok=True)
+                for path in (source / f"problem_{problem}" / "fullres").glob("*"):
+                    if path.name == "selection.csv" or path.name.startswith("decoder_"):
+                        shutil.copy2(path, folder / path.name)
+                break
 
 
 def run_variant(overrides: list[str], name: str, extra: list[str], previous: str | None = None) -> pd.DataFrame:
-    """Train and score one variant (reusing `previous`'s decoders where only inference settings differ); its rows of
-    the fullres entry."""
+    """Train and score one variant (reusing the decoders of `previous`, or else of the run, where only inference
+    settings differ); its rows of the fullres entry."""
     from defectcam.fullres import DECODER_METHODS
     from defectcam.stages.data import prepare_data
     from defectcam.stages.localize import run_localize
@@ -78,9 +93,9 @@ def run_variant(overrides: list[str], name: str, extra: list[str], previous: str
         cfg = compose(config_name="config", overrides=[*overrides, *extra, *SCORED, f"paths.output_dir={folder}"])
     cfg.localize.methods = [DECODER_METHODS[supervision] for supervision in fullres_supervisions(cfg)]  # no CAM entries
     link_run(run, folder, problems_of(cfg))
-    if previous is not None:
-        reuse_decoders(variant_folder(run, previous), folder, problems_of(cfg))
-    prepare_data(cfg, show_progress=False)
+    prepared = prepare_data(cfg, show_progress=False)
+    # the variant before it first (a TTA row after a training change), then the run itself (a TTA-only variant)
+    reuse_decoders(cfg, prepared, ([variant_folder(run, previous)] if previous else []) + [run], folder)
     run_localize(cfg)
     rows = pd.concat([pd.read_csv(folder / f"problem_{p}" / "localization.csv") for p in problems_of(cfg)])
     rows = rows[rows["method"].isin(["fullres", "supervised"]) & (rows["selection"] == "val-best")]

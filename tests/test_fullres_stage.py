@@ -196,8 +196,12 @@ def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_pa
 
     out, overrides = private_copy(pipeline, tmp_path)
     run_rows = (out / "problem_1" / "localization.csv").read_bytes()
+    # A training time no training here takes: a variant showing it was given the run's decoders, not retrained.
+    selection_path = out / "problem_1" / "fullres" / "selection.csv"
+    pd.read_csv(selection_path).assign(train_time_s=12345.0).to_csv(selection_path, index=False)
     script = Path(__file__).resolve().parents[1] / "scripts" / "fullres_ablation.py"
-    result = subprocess.run([sys.executable, str(script), *overrides, "--variant", "no negatives=fullres.negatives=false",
+    result = subprocess.run([sys.executable, str(script), *overrides, "--variant", "flips=fullres.tta=flips",
+                             "--variant", "no negatives=fullres.negatives=false",
                              "--variant", "reference=fullres.supervision=[masks]"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "ablation" / "ablation.csv")
@@ -207,3 +211,9 @@ def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_pa
     assert set(test.loc[test["variant"] == "no negatives", "method"]) == {"fullres"}
     assert set(test.loc[test["variant"] == "reference: supervised reference", "method"]) == {"supervised"}
     assert (out / "problem_1" / "localization.csv").read_bytes() == run_rows  # the run itself is only read
+    # a TTA-only variant scores the run's own decoder (reused, not retrained); one that changes training trains its own
+    def train_time(variant: str) -> float:
+        return float(pd.read_csv(out / "ablation" / variant / "problem_1" / "fullres" / "selection.csv")["train_time_s"].iloc[0])
+
+    assert train_time("flips") == 12345.0 and train_time("no_negatives") != 12345.0
+    assert "flips" in set(test["variant"])
