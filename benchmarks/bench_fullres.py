@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a finished run's output folder")
     parser.add_argument("--decoder-channels", type=int, nargs="+", default=None,
                         help="decoder blocks to time instead of the experiment's fullres.decoder_channels")
+    parser.add_argument("--image-channels", type=int, default=None,
+                        help="the input-scale branch's channels instead of the experiment's fullres.image_channels (0: none)")
     parser.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"], help="the maps' fullres.tta")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -132,7 +134,8 @@ def main() -> None:
     torch.manual_seed(0)
     net = build_backbone(args.arch, "none").to(device)
     channels = args.decoder_channels or [int(c) for c in cfg.fullres.decoder_channels]
-    network = FullResolutionNet(net, channels).to(device)
+    image_channels = int(cfg.fullres.image_channels) if args.image_channels is None else args.image_channels
+    network = FullResolutionNet(net, channels, image_channels).to(device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     methods, layers = [str(m) for m in cfg.cam.methods], [str(layer) for layer in cfg.cam.layers]
 
@@ -190,7 +193,8 @@ def main() -> None:
     print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}:")
     print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
     passes = "one forward" if args.tta == "none" else f"fullres.tta={args.tta}: {len(tta_transforms(args.tta))} forwards"
-    print(f"full-resolution map ({passes}, decoder blocks {channels}): {timed['map'][0]:.3f} s "
+    branch = f", image branch {image_channels}" if image_channels else ""
+    print(f"full-resolution map ({passes}, decoder blocks {channels}{branch}): {timed['map'][0]:.3f} s "
           f"({timed['map'][1]:.2f}x compute_cams)")
     floor = "of which the classifier's own forward" if args.tta == "none" else "the classifier's own forward, one pass"
     print(f"  {floor} (the floor of any map in PyTorch): {timed['encoder'][0]:.3f} s "

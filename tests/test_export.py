@@ -156,8 +156,9 @@ def test_export_settings_are_checked(compose_cfg, override: str, message: str) -
         export_settings(compose_cfg(override))
 
 
-@pytest.mark.parametrize("channels", [(16, 8, 8, 8, 8), (16, 8, 8)])  # (16, 8, 8): a 1/4-scale map upsampled in the graph
-def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, channels: tuple[int, ...]) -> None:
+# (16, 8, 8): a 1/4-scale map upsampled in the graph; with 4 image channels, the input-scale branch in it too
+@pytest.mark.parametrize(("channels", "image_channels"), [((16, 8, 8, 8, 8), 0), ((16, 8, 8), 0), ((16, 8, 8), 4)])
+def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, channels: tuple[int, ...], image_channels: int) -> None:
     from torchvision.models import resnet18
 
     from defectcam.export import OPSET
@@ -166,7 +167,7 @@ def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, 
     from defectcam.fullres.network import FullResolutionNet
 
     torch.manual_seed(0)  # random weights: their maps are not flip-equivariant, so the TTA average shows
-    network = FullResolutionNet(resnet18(num_classes=2), channels).eval()
+    network = FullResolutionNet(resnet18(num_classes=2), channels, image_channels).eval()
     check = write_onnx(Localizer(network, (0.4, 0.1), "flips"), tmp_path / "l.onnx", 32, OPSET, {"tta": "flips"})
     assert check["max_probability_difference"] <= 1e-4
     gray = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))

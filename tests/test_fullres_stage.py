@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from defectcam.errors import ConfigError
+from defectcam.errors import ConfigError, StaleInputError
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.stages.common import inference_device, trained_problem
@@ -59,6 +59,62 @@ def test_the_classifier_is_bit_equal_after_decoder_training(pipeline, tmp_path: 
     trained = FullResolutionNet(module.net)
     trained.load_state_dict(training.best_state, strict=False)
     assert any(not torch.equal(v, FullResolutionNet(module.net).state_dict()[k]) for k, v in training.best_state.items())
+
+
+def test_a_trained_encoder_is_a_copy_and_the_classifier_stays_bit_equal(pipeline, tmp_path: Path, compose_cfg) -> None:
+    cfg = compose_cfg(*pipeline["overrides"], "fullres.steps=2", "fullres.eval_every=1", "fullres.supervised_encoder.trained=true",
+                      "fullres.supervised_encoder.lr=0.01")
+    data = prepare_data(cfg, show_progress=False)[1]
+    device = inference_device(cfg)
+    module, _ = trained_problem(cfg, data, device)
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    normalization = tuple(float(v) for v in module.hparams.normalization)
+    recipe = recipe_of(cfg, "masks")
+    assert recipe.train_encoder and not recipe_of(cfg, "cams").train_encoder  # the weak decoder never trains an encoder
+    dataset = train_set(cfg, data, module.net, normalization, "masks", None, device)
+    training = train_decoder(cfg, tmp_path, module.net, normalization, recipe, dataset, protocol_score(data, "miou"), "encoder_test")
+    assert all(torch.equal(before[k], v) for k, v in module.net.state_dict().items())
+    encoder = {k.removeprefix("encoder."): v for k, v in training.best_state.items() if k.startswith("encoder.")}
+    assert encoder.keys() == before.keys()
+    assert any(not torch.equal(before[k], encoder[k]) for k in before)  # the copy trained
+    assert all(torch.equal(before[k], encoder[k]) for k in before if "running_" in k or "num_batches" in k)  # its BN statistics did not
+    network = FullResolutionNet(module.net, train_encoder=True).eval()
+    network.load_state_dict(training.best_state, strict=False)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits, seg = network(images)
+        assert torch.equal(logits, module.net.eval()(images))  # the classifier's own logits, not the copy's
+        assert torch.equal(seg, network.decode(network.features(images)))
+
+
+@pytest.mark.parametrize(("image_channels", "train_encoder"), [(0, False), (4, False), (0, True)])
+def test_a_stored_decoder_is_rebuilt_as_it_was_trained(tmp_path: Path, image_channels: int, train_encoder: bool) -> None:
+    import torchvision
+
+    from defectcam.models.loading import file_sha1
+    from defectcam.stages.fullres import decoder_path, load_decoder
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"a classifier")
+    torch.manual_seed(0)
+    classifier = torchvision.models.resnet18(num_classes=2).eval()
+    trained = FullResolutionNet(classifier, (8, 8, 8), image_channels, train_encoder)
+    if train_encoder:
+        with torch.no_grad():
+            trained.encoder.conv1.weight.mul_(2.0)  # the copy has moved away from the classifier
+    record = {"decoder": trained.decoder_state(), "decoder_channels": [8, 8, 8], "image_channels": image_channels,
+              "recipe": {"train_encoder": train_encoder}, "checkpoint_sha1": file_sha1(tmp_path / "checkpoints" / "best.ckpt")}
+    decoder_path(tmp_path, "supervised").parent.mkdir()
+    torch.save(record, decoder_path(tmp_path, "supervised"))
+    loaded, _ = load_decoder(tmp_path, "supervised", torchvision.models.resnet18(num_classes=2).eval())
+    loaded.classifier.load_state_dict(classifier.state_dict())
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(images)[1], trained.eval()(images)[1])
+    record["image_channels"] = image_channels + 2  # a record that misdescribes its weights is refused, not half-loaded
+    torch.save(record, decoder_path(tmp_path, "supervised"))
+    with pytest.raises(StaleInputError, match="do not fit the network"):
+        load_decoder(tmp_path, "supervised", torchvision.models.resnet18(num_classes=2).eval())
 
 
 def corrupt_masks(out: Path, parts: tuple[str, ...]) -> None:
@@ -123,6 +179,9 @@ BAD_SETTINGS = [
     ("fullres.supervision=[pixels]", "fullres.supervision: 'pixels' is not one of cams, masks"),
     ("fullres.decoder_channels=[16,8,8,8,8,8]", "fullres.decoder_channels: [16, 8, 8, 8, 8, 8] must be 1 to 5 positive integers"),
     ("fullres.crop=8", "fullres.crop: 8 must be an integer >= 32"),
+    ("fullres.image_channels=-1", "fullres.image_channels: -1 must be an integer >= 0"),
+    ("fullres.supervised_encoder.trained=sometimes", "fullres.supervised_encoder.trained: 'sometimes' must be true or false"),
+    ("fullres.supervised_encoder.lr=0", "fullres.supervised_encoder.lr: 0 must be a number >= 1e-12"),
     ("fullres.seeds.background_quantile=1.5", "fullres.seeds.background_quantile: 1.5 must be a number in"),
     ("fullres.tta=rotations", "fullres.tta: 'rotations' is not one of none, flips, dihedral"),
 ]
@@ -153,15 +212,15 @@ def l_pattern(size: int = 32) -> torch.Tensor:
     return image
 
 
-@pytest.mark.parametrize("channels", [(16, 8, 8, 8, 8), (16, 8, 8)])
+@pytest.mark.parametrize(("channels", "image_channels"), [((16, 8, 8, 8, 8), 0), ((16, 8, 8), 0), ((16, 8, 8), 4)])
 @pytest.mark.parametrize("tta", ["flips", "dihedral"])
-def test_decoder_tta_is_equivariant(tta: str, channels: tuple[int, ...]) -> None:
+def test_decoder_tta_is_equivariant(tta: str, channels: tuple[int, ...], image_channels: int) -> None:
     import torchvision
 
     from defectcam.cams.tta import TTA_SETS
 
     torch.manual_seed(0)
-    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), channels).eval()
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), channels, image_channels).eval()
     image = l_pattern()
     _, probs = defect_probabilities(network, image, tta)
     for transform in TTA_SETS[tta]:
@@ -188,6 +247,34 @@ def test_a_shallower_decoder_is_upsampled_to_the_input(blocks: int) -> None:
     assert coarse.shape[-1] == 64 // 2 ** (5 - blocks)  # each block doubles layer4's 1/32 scale
     expected = coarse if blocks == 5 else F.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
     assert torch.allclose(seg, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks", [3, 5])
+def test_the_image_branch_is_a_skip_at_the_input_scale(blocks: int) -> None:
+    import torchvision
+
+    from defectcam.fullres.network import resnet_features
+
+    torch.manual_seed(0)
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks, image_channels=4).eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        coarse = network.decoder(resnet_features(network.classifier, images))
+    network.decoder.forward = lambda features: coarse  # the decoder's output held fixed: only the branch sees the image
+    moved = images.clone()
+    moved[0, :, 30, 30] += 5.0
+    with torch.no_grad():
+        change = (network(moved)[1] - network(images)[1]).abs().amax(dim=(0, 1))
+    # a one-pixel change reaches the map through the branch (3x3, then 3x3 dilated 2), the fuse and the head (3x3
+    # each): within 5 pixels of it, and nowhere else
+    assert float(change[30, 30]) > 0
+    near = torch.zeros(64, 64, dtype=torch.bool)
+    near[25:36, 25:36] = True
+    assert float(change[~near].max()) == 0.0
+    plain = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks).eval()
+    plain.decoder.forward = lambda features: coarse
+    with torch.no_grad():
+        assert float((plain(moved)[1] - plain(images)[1]).abs().max()) == 0.0  # without it, no input-scale path
 
 
 def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_path: Path) -> None:

@@ -7,5 +7,6 @@ Nothing is imported here, so that reading the names below costs no import of the
 
 # supervision -> the method name its decoder's maps are scored under (localize, report, predict)
 DECODER_METHODS = {"cams": "fullres", "masks": "supervised"}
+METHOD_SUPERVISIONS = {method: supervision for supervision, method in DECODER_METHODS.items()}
 REFERENCE_METHODS = ("supervised",)  # trained on true masks: a reference row, never a weakly supervised result
 MASKS_LAYER = "masks"  # the `layer` of the supervised reference (its starting point is the true masks)

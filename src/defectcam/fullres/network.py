@@ -7,10 +7,20 @@ stop at a coarser one (three: layer1's, 1/4) and the logits are upsampled biline
 which costs a fraction of the full-resolution blocks (16 channels at the input size cost on a CPU about
 what a backward pass through the encoder does). The classifier's weights and BatchNorm statistics are never changed: its parameters
 do not require gradients and it stays in eval mode whatever mode the network is put in.
+
+smp's decoder drops the input-scale skip: its last block sees nothing finer than the stem (1/2 scale). With
+`image_channels` > 0 a small trainable branch of its own (two 3x3 convolutions on the image, the second dilated)
+gives the decoder's output a skip at the input scale, fused by one more 3x3 convolution before the head: the
+frozen classifier's early features are what a from-scratch classifier learnt to classify, not to outline.
+
+`train_encoder=True` (the fully supervised reference only) decodes the features of a trainable copy of the
+classifier instead: the classifier itself, whose logits the network also returns, stays frozen, so a map then
+costs two backbone passes.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -44,41 +54,69 @@ def stage_channels(net: ResNet) -> tuple[int, ...]:
     return (3, int(net.bn1.num_features), *(out_channels(getattr(net, f"layer{i}")) for i in range(1, 5)))
 
 
+def conv_bn_relu(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
+    """A 3x3 convolution (padding keeps the size), BatchNorm and ReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
 class FullResolutionNet(nn.Module):
     """images (N, 3, H, W) -> (classifier logits (N, 2), decoder logits (N, 2, H, W)); the classifier frozen.
 
-    `decoder_channels` holds one entry per decoder block (1 to 5), from layer4's scale up."""
+    `decoder_channels` holds one entry per decoder block (1 to 5), from layer4's scale up; `image_channels` > 0
+    adds the trainable input-scale branch (0: none); `train_encoder` decodes a trainable copy's features."""
 
-    def __init__(self, classifier: ResNet, decoder_channels: Sequence[int] = DECODER_CHANNELS) -> None:
+    def __init__(self, classifier: ResNet, decoder_channels: Sequence[int] = DECODER_CHANNELS, image_channels: int = 0,
+                 train_encoder: bool = False) -> None:
         super().__init__()
         self.classifier = classifier.eval()
         for parameter in self.classifier.parameters():
             parameter.requires_grad_(False)
+        # Its BatchNorm statistics stay the classifier's too (train() keeps it in eval mode): batches of 8 are
+        # too few to re-estimate them.
+        self.encoder = copy.deepcopy(self.classifier).requires_grad_(True) if train_encoder else None
         # Imported here: segmentation_models_pytorch imports timm and huggingface_hub (seconds), which stages
         # that never build a decoder should not pay for.
         from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
         channels = tuple(int(c) for c in decoder_channels)
         self.decoder = UnetDecoder(stage_channels(classifier), channels, n_blocks=len(channels))
+        self.image_channels = int(image_channels)
+        if self.image_channels > 0:
+            self.image_branch = nn.Sequential(conv_bn_relu(3, self.image_channels),
+                                              conv_bn_relu(self.image_channels, self.image_channels, dilation=2))
+            self.fuse = conv_bn_relu(channels[-1] + self.image_channels, channels[-1])
         self.head = nn.Conv2d(channels[-1], 2, kernel_size=3, padding=1)
 
     def train(self, mode: bool = True) -> FullResolutionNet:
         super().train(mode)
         self.classifier.eval()  # BatchNorm statistics of the classifier are never updated
+        if self.encoder is not None:
+            self.encoder.eval()
         return self
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """resnet_features of what the decoder reads: the classifier's, or the trainable copy's."""
+        return resnet_features(self.encoder if self.encoder is not None else self.classifier, images)
 
     def decode(self, features: list[Tensor]) -> Tensor:
         """resnet_features' output -> decoder logits (N, 2, H, W) at the input resolution (features[0]'s)."""
-        logits = self.head(self.decoder(features))
+        decoded = self.decoder(features)
         size = features[0].shape[-2:]
+        if self.image_channels > 0:
+            if decoded.shape[-2:] != size:
+                decoded = F.interpolate(decoded, size=size, mode="bilinear", align_corners=False)
+            decoded = self.fuse(torch.cat([decoded, self.image_branch(features[0])], dim=1))
+        logits = self.head(decoded)
         if logits.shape[-2:] != size:  # a decoder of fewer than 5 blocks stops at a coarser scale
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = resnet_features(self.classifier, images)
-        return classifier_logits(self.classifier, features[-1]), self.decode(features)
+        logits = classifier_logits(self.classifier, features[-1])
+        return logits, self.decode(features if self.encoder is None else self.features(images))
 
     def decoder_state(self) -> dict[str, Tensor]:
-        """The trained part's weights (decoder and head), as a state dict of detached copies."""
+        """The trained part's weights (decoder, head, image branch, trained encoder), as a state dict of detached copies."""
         return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("classifier.")}

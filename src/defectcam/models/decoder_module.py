@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from defectcam.cams.tta import TTA_SETS
 from defectcam.fullres.losses import pairwise_potts_loss, partial_cross_entropy, size_penalty
-from defectcam.fullres.network import FullResolutionNet, resnet_features
+from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import training_targets
 
 SUPERVISIONS = ("cams", "masks")
@@ -52,6 +52,8 @@ class DecoderRecipe:
     augment: bool = True
     crop: int | None = None
     seed: int = 0
+    train_encoder: bool = False  # the network decodes a trainable copy of the classifier (the supervised reference)
+    encoder_lr: float = 1e-4
 
 
 class DecoderTrainSet(Dataset):
@@ -97,8 +99,11 @@ class DecoderTraining(pl.LightningModule):
             gray, regions = self._crop(gray, regions, batch["label"].bool(), recipe.crop)
         mean, std = self.normalization
         images = ((gray - mean) / std).unsqueeze(1).expand(-1, 3, -1, -1)
-        with torch.no_grad():  # the classifier is frozen: no graph through it
-            features = resnet_features(self.network.classifier, images)
+        if self.network.encoder is None:
+            with torch.no_grad():  # the classifier is frozen: no graph through it
+                features = self.network.features(images)
+        else:
+            features = self.network.features(images)
         logits = self.network.decode(features).float()
         probs = logits.softmax(1)[:, 1]
         defective = batch["label"].bool()
@@ -162,7 +167,7 @@ class DecoderTraining(pl.LightningModule):
         with torch.no_grad():
             for start in range(0, self.val_images.shape[0], self.eval_batch_size):
                 batch = normalized(self.val_images[start : start + self.eval_batch_size], *self.normalization).to(self.device)
-                probs.append(self.network.decode(resnet_features(self.network.classifier, batch)).float().softmax(1)[:, 1].cpu())
+                probs.append(self.network.decode(self.network.features(batch)).float().softmax(1)[:, 1].cpu())
         self.network.train(was_training)
         score = float(self.val_score(torch.cat(probs)))
         self.history.append({"step": step, "val_score": score})
@@ -172,8 +177,10 @@ class DecoderTraining(pl.LightningModule):
             self.best_state = {k: v.cpu() for k, v in self.network.decoder_state().items()}
 
     def configure_optimizers(self) -> Any:
-        parameters = [p for p in self.network.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.recipe.lr, weight_decay=self.recipe.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.recipe.lr, total_steps=self.recipe.steps,
+        encoder = [p for name, p in self.network.named_parameters() if name.startswith("encoder.")]
+        rest = [p for name, p in self.network.named_parameters() if p.requires_grad and not name.startswith("encoder.")]
+        groups = [{"params": rest, "lr": self.recipe.lr}] + ([{"params": encoder, "lr": self.recipe.encoder_lr}] if encoder else [])
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.recipe.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=self.recipe.steps,
                                                         pct_start=0.1, anneal_strategy="cos")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from defectcam.cams.tta import tta_cams
 from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import ConfigError, StageOrderError, StaleInputError
-from defectcam.fullres import DECODER_METHODS, MASKS_LAYER
+from defectcam.fullres import DECODER_METHODS, MASKS_LAYER, METHOD_SUPERVISIONS
 from defectcam.fullres.maps import batched_probabilities, probability_scoring_maps
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import seed_regions
@@ -64,6 +64,8 @@ def recipe_of(cfg: DictConfig, supervision: str) -> DecoderRecipe:
         sigma_intensity=float(options.pairwise.sigma_intensity), size_weight=float(options.size.weight),
         size_low=float(options.size.low), size_high=float(options.size.high), augment=bool(options.augment),
         crop=None if options.crop is None else int(options.crop), seed=int(cfg.seed),
+        train_encoder=supervision == "masks" and bool(options.supervised_encoder.trained),
+        encoder_lr=float(options.supervised_encoder.lr),
     )
 
 
@@ -145,8 +147,15 @@ def load_decoder(folder: Path, method: str, net: torch.nn.Module) -> tuple[FullR
     record = torch.load(path, map_location="cpu", weights_only=True)
     if record.get("checkpoint_sha1") != file_sha1(folder / "checkpoints" / "best.ckpt"):
         raise StaleInputError(f"{path}: trained over another best.ckpt; rerun make fullres")
-    network = FullResolutionNet(net, record["decoder_channels"])
-    network.load_state_dict(record["decoder"], strict=False)
+    network = FullResolutionNet(net, record["decoder_channels"], int(record.get("image_channels", 0)),
+                                bool(record.get("recipe", {}).get("train_encoder", False)))
+    misfit = StaleInputError(f"{path}: its weights do not fit the network its record describes; rerun make fullres")
+    try:
+        missing, unexpected = network.load_state_dict(record["decoder"], strict=False)  # the classifier is `net`'s own
+    except RuntimeError as error:  # a weight of another shape
+        raise misfit from error
+    if unexpected or any(not key.startswith("classifier.") for key in missing):
+        raise misfit
     return network.eval(), record
 
 
@@ -228,7 +237,8 @@ def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalizatio
                   dataset: DecoderTrainSet, val: tuple[Tensor, Any], name: str) -> DecoderTraining:
     """Train one decoder with Lightning; returns the module holding the best validation state."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # the decoder's initial weights
-    network = FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels])
+    network = FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels),
+                                recipe.train_encoder)
     training = DecoderTraining(network, recipe, normalization, val[0], val[1], int(cfg.fullres.eval_batch_size))
     trainer = pl.Trainer(
         accelerator=str(cfg.trainer.accelerator), devices=1,  # one device: a decoder over frozen features is small
@@ -306,14 +316,18 @@ def train_decoders(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, nor
 def decoder_maps(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, normalization: tuple[float, float],
                  chosen: dict[str, TrainedDecoder], device: torch.device) -> dict[str, Any]:
     """The val and test parts' probability maps of every kept decoder (float16, input size), with their rows."""
-    network = FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels]).to(device).eval()
+    networks = {method: FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels),
+                                          recipe_of(cfg, METHOD_SUPERVISIONS[method]).train_encoder) for method in chosen}
+    for method, decoder in chosen.items():
+        networks[method].load_state_dict(decoder.state, strict=False)
+        networks[method].to(device).eval()
     parts = {}
     for part in ("val", "test"):
         rows = part_rows(data, part)
         images = normalized(torch.from_numpy(np.array(data.images[rows])), *normalization)
         maps: dict[str, dict[str, Tensor]] = {}
         for method, decoder in chosen.items():
-            network.load_state_dict(decoder.state, strict=False)
+            network = networks[method]
             _, probs = batched_probabilities(network, images, int(cfg.fullres.eval_batch_size), str(cfg.fullres.tta), device)
             maps[method] = {decoder.start: probs.half()}
         parts[part] = {"rows": torch.as_tensor(rows), "maps": maps}
@@ -343,9 +357,10 @@ def fullres_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None
     for method, decoder in chosen.items():
         record = {"format": FULLRES_FORMAT, "method": method, "layer": decoder.start, "decoder": decoder.state,
                   "val_score": decoder.score, "training": training_key(meta),
-                  "decoder_channels": [int(c) for c in cfg.fullres.decoder_channels], "image_size": int(cfg.data.image_size),
+                  "decoder_channels": [int(c) for c in cfg.fullres.decoder_channels],
+                  "image_channels": int(cfg.fullres.image_channels), "image_size": int(cfg.data.image_size),
                   "normalization": list(normalization), "checkpoint_sha1": meta["checkpoint_sha1"], "tta": str(cfg.fullres.tta),
-                  "recipe": asdict(recipe_of(cfg, "cams" if method == "fullres" else "masks"))}
+                  "recipe": asdict(recipe_of(cfg, METHOD_SUPERVISIONS[method]))}
         with atomic_path(decoder_path(out, method)) as tmp:
             torch.save(record, tmp)
     with atomic_path(folder / SELECTION_NAME) as tmp:

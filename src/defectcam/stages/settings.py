@@ -163,13 +163,15 @@ def _check_fullres(cfg: DictConfig) -> None:
     fullres_starts(cfg)
     for key in ("steps", "batch_size", "eval_every", "eval_batch_size", "seeds.patch", "pairwise.radius"):
         _check_number(cfg, f"fullres.{key}", minimum=1, integer=True)
-    for key in ("seeds.foreground", "seeds.background", "seeds.erode", "figure_images"):
+    for key in ("seeds.foreground", "seeds.background", "seeds.erode", "figure_images", "image_channels"):
         _check_number(cfg, f"fullres.{key}", minimum=0, integer=True)
-    for key in ("lr", "pairwise.sigma_xy", "pairwise.sigma_intensity"):
+    for key in ("lr", "pairwise.sigma_xy", "pairwise.sigma_intensity", "supervised_encoder.lr"):
         _check_number(cfg, f"fullres.{key}", minimum=1e-12)
     for key in ("weight_decay", "pairwise.weight", "size.weight"):
         _check_number(cfg, f"fullres.{key}", minimum=0.0)
     _check_number(cfg, "fullres.seeds.background_quantile", minimum=1e-6, maximum=1 - 1e-6)
+    if not isinstance(cfg.fullres.supervised_encoder.trained, bool):
+        raise ConfigError(f"fullres.supervised_encoder.trained: {cfg.fullres.supervised_encoder.trained!r} must be true or false")
     if cfg.fullres.crop is not None:
         _check_number(cfg, "fullres.crop", minimum=32, integer=True)  # at least the image's size: whole images
     _check_number(cfg, "fullres.size.low", minimum=1e-6, maximum=1.0)
