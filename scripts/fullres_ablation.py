@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import pandas as pd

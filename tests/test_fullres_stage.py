@@ -42,48 +42,48 @@ def test_the_pipeline_scores_the_decoder_as_entries_of_its_own(pipeline) -> None
     assert "fullres" in (pipeline["out"] / "report.html").read_text()
 
 
-def test_the_classifier_is_bit_equal_after_decoder_training(pipeline, tmp_path: Path, compose_cfg) -> None:
-    cfg = compose_cfg(*pipeline["overrides"], "fullres.steps=3", "fullres.eval_every=1")
+def train_one_decoder(pipeline, tmp_path: Path, compose_cfg, supervision: str, *overrides: str):
+    """Train one decoder of problem 1 on the tiny pipeline: (the classifier, its weights before training, the training)."""
+    cfg = compose_cfg(*pipeline["overrides"], "fullres.eval_every=1", *overrides)
     data = prepare_data(cfg, show_progress=False)[1]
     device = inference_device(cfg)
     module, _ = trained_problem(cfg, data, device)
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
     normalization = tuple(float(v) for v in module.hparams.normalization)
-    dataset = train_set(cfg, data, module.net, normalization, "cams", "layercam/layer2", device)
-    training = train_decoder(cfg, tmp_path, module.net, normalization, recipe_of(cfg, "cams"), dataset,
-                             protocol_score(data, "miou"), "bit_equal_test")
+    start = "layercam/layer2" if supervision == "cams" else None
+    dataset = train_set(cfg, data, module.net, normalization, supervision, start, device)
+    training = train_decoder(cfg, tmp_path, module.net, normalization, recipe_of(cfg, supervision), dataset,
+                             protocol_score(data, "miou"), f"{supervision}_test")
+    return module.net, before, training
+
+
+def test_the_classifier_is_bit_equal_after_decoder_training(pipeline, tmp_path: Path, compose_cfg) -> None:
+    net, before, training = train_one_decoder(pipeline, tmp_path, compose_cfg, "cams", "fullres.steps=3")
     assert training.best_state is not None and len(training.history) == 3
-    after = module.net.state_dict()
+    after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
-    assert not any(p.requires_grad for p in module.net.parameters())
-    trained = FullResolutionNet(module.net)
+    assert not any(p.requires_grad for p in net.parameters())
+    trained = FullResolutionNet(net)
     trained.load_state_dict(training.best_state, strict=False)
-    assert any(not torch.equal(v, FullResolutionNet(module.net).state_dict()[k]) for k, v in training.best_state.items())
+    assert any(not torch.equal(v, FullResolutionNet(net).state_dict()[k]) for k, v in training.best_state.items())
 
 
 def test_a_trained_encoder_is_a_copy_and_the_classifier_stays_bit_equal(pipeline, tmp_path: Path, compose_cfg) -> None:
-    cfg = compose_cfg(*pipeline["overrides"], "fullres.steps=2", "fullres.eval_every=1", "fullres.supervised_encoder.trained=true",
-                      "fullres.supervised_encoder.lr=0.01")
-    data = prepare_data(cfg, show_progress=False)[1]
-    device = inference_device(cfg)
-    module, _ = trained_problem(cfg, data, device)
-    before = {k: v.clone() for k, v in module.net.state_dict().items()}
-    normalization = tuple(float(v) for v in module.hparams.normalization)
-    recipe = recipe_of(cfg, "masks")
-    assert recipe.train_encoder and not recipe_of(cfg, "cams").train_encoder  # the weak decoder never trains an encoder
-    dataset = train_set(cfg, data, module.net, normalization, "masks", None, device)
-    training = train_decoder(cfg, tmp_path, module.net, normalization, recipe, dataset, protocol_score(data, "miou"), "encoder_test")
-    assert all(torch.equal(before[k], v) for k, v in module.net.state_dict().items())
+    overrides = ("fullres.steps=2", "fullres.supervised_encoder.trained=true", "fullres.supervised_encoder.lr=0.01")
+    cfg = compose_cfg(*pipeline["overrides"], *overrides)
+    assert recipe_of(cfg, "masks").train_encoder and not recipe_of(cfg, "cams").train_encoder  # never the weak decoder's
+    net, before, training = train_one_decoder(pipeline, tmp_path, compose_cfg, "masks", *overrides)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     encoder = {k.removeprefix("encoder."): v for k, v in training.best_state.items() if k.startswith("encoder.")}
     assert encoder.keys() == before.keys()
     assert any(not torch.equal(before[k], encoder[k]) for k in before)  # the copy trained
     assert all(torch.equal(before[k], encoder[k]) for k in before if "running_" in k or "num_batches" in k)  # its BN statistics did not
-    network = FullResolutionNet(module.net, train_encoder=True).eval()
+    network = FullResolutionNet(net, train_encoder=True).eval()
     network.load_state_dict(training.best_state, strict=False)
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         logits, seg = network(images)
-        assert torch.equal(logits, module.net.eval()(images))  # the classifier's own logits, not the copy's
+        assert torch.equal(logits, net.eval()(images))  # the classifier's own logits, not the copy's
         assert torch.equal(seg, network.decode(network.features(images)))
 
 
