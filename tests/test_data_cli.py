@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +71,20 @@ def run_in_process(capsys, monkeypatch, *args: str) -> tuple[int, str]:
     monkeypatch.setattr("sys.argv", ["defectcam-data", *args])
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     capsys.readouterr()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         data_stage.main()
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)
+    finally:
+        # Hydra leaves its job log's FileHandler on the root logger; once this test's tmp_path is removed
+        # (pytest's retention policy), the next test logging in this worker would fail to reopen it.
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level
     return code, capsys.readouterr().err
 
 
