@@ -16,13 +16,13 @@ against train_summary.json's).
 
     python benchmarks/bench_fullres.py                                  # dagm_cpu's shape: 256 px, batch 8, CPU
     python benchmarks/bench_fullres.py --size 128 --experiment quick --run outputs/quick
+    python benchmarks/bench_fullres.py --channels-last                  # both sides in channels_last memory format
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import math
 import statistics
@@ -38,10 +38,11 @@ from torch import Tensor
 
 from defectcam.cams import compute_cams
 from defectcam.cams.tta import tta_transforms
+from defectcam.evaluation.latency import synchronize
 from defectcam.export import OPSET
 from defectcam.export.graph import Localizer
 from defectcam.export.runtime import OnnxLocalizer
-from defectcam.export.writers import write_onnx
+from defectcam.export.writers import ONNX_PACKAGES, missing_packages, write_onnx
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.models.backbone import build_backbone
@@ -53,12 +54,10 @@ NORMALIZATION = (0.5, 0.25)  # the exported graph's gray -> input normalization 
 
 def seconds(run: Callable[[], object], device: torch.device) -> float:
     """Wall seconds of one call of `run` (the device synchronized on both sides)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     run()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -82,7 +81,7 @@ def paired_ratios(baseline: Callable[[], None], candidates: dict[str, Callable[[
 
 def onnx_map(network: FullResolutionNet, size: int, folder: Path, tta: str) -> Callable[[Tensor], object] | None:
     """The network exported as predict's localizer.onnx and loaded in onnxruntime, or None without defectcam[export]."""
-    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "onnxruntime")):
+    if missing_packages((*ONNX_PACKAGES, "onnxruntime")):
         return None
     path = folder / "localizer.onnx"
     # write_onnx checks onnxruntime against torch on a batch before it puts the file in place.
@@ -128,6 +127,8 @@ def main() -> None:
     parser.add_argument("--image-channels", type=int, default=None,
                         help="the input-scale branch's channels instead of the experiment's fullres.image_channels (0: none)")
     parser.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"], help="the maps' fullres.tta")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="CAMs and maps both in channels_last memory format (the training steps stay contiguous)")
     args = parser.parse_args()
     device = torch.device(args.device)
     classifier_steps, _, decoder_steps, cfg = recipe_steps(args.experiment, args.train_images)
@@ -137,6 +138,9 @@ def main() -> None:
     image_channels = int(cfg.fullres.image_channels) if args.image_channels is None else args.image_channels
     network = FullResolutionNet(net, channels, image_channels).to(device)
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    if args.channels_last:  # both sides of the comparison: the network holds the classifier's own modules
+        network.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     methods, layers = [str(m) for m in cfg.cam.methods], [str(layer) for layer in cfg.cam.layers]
 
     def full_resolution_map() -> None:
@@ -157,6 +161,7 @@ def main() -> None:
             gray = images[:, :1].clamp(0, 1).cpu()
             maps["onnx"] = lambda: exported(gray)
         cams_s, timed = paired_ratios(cams, maps, args.repeats, device)
+    network.to(memory_format=torch.contiguous_format)
 
     # Each training step at its own recipe's batch size (the classifier's data.batch_size, the decoder's fullres.batch_size).
     classifier_batch, decoder_batch = int(cfg.data.batch_size), int(cfg.fullres.batch_size)
@@ -190,7 +195,8 @@ def main() -> None:
 
     classifier_s, steps = paired_ratios(classifier_step, {"decoder": decoder_step}, args.repeats, device)
     decoder_s, decoder_ratio = steps["decoder"]
-    print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}:")
+    layout = ", channels_last" if args.channels_last else ""
+    print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}{layout}:")
     print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
     passes = "one forward" if args.tta == "none" else f"fullres.tta={args.tta}: {len(tta_transforms(args.tta))} forwards"
     branch = f", image branch {image_channels}" if image_channels else ""

@@ -22,23 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectcam.evaluation.latency import synchronize
 from defectcam.models.backbone import build_backbone
 from defectcam.stages.predict import Entry, Predictor, write_outputs
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def median_seconds(run, repeats: int, device: torch.device) -> float:
     run()  # warm-up
     times = []
     for _ in range(repeats):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         run()
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

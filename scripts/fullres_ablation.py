@@ -59,9 +59,10 @@ def variant_folder(run: Path, name: str) -> Path:
 
 
 def reuse_decoders(cfg: DictConfig, prepared: dict[int, ProblemData], sources: list[Path], target: Path) -> None:
-    """Per problem, copy into `target` the decoders and selection of the first of `sources` that the fullres stage
-    would reuse as they are (the same training settings: only TTA or batch sizes differ), so that a variant which
-    changes only how maps are made measures those very weights. A variant's own decoders (a rerun) stay."""
+    """Per problem, copy into `target` the decoders and selection of the first of `sources` of which the fullres stage
+    would reuse a decoder as it is (the same training settings for its method: only TTA, batch sizes or another
+    method's settings differ), so that a variant which changes only how maps are made measures those very weights;
+    the stage trains whatever it cannot reuse. A variant's own decoders (a rerun) stay."""
     from defectcam.stages.fullres import fullres_meta, reusable_decoders
 
     for problem, data in prepared.items():
@@ -69,7 +70,7 @@ def reuse_decoders(cfg: DictConfig, prepared: dict[int, ProblemData], sources: l
         if meta is None or (folder / "selection.csv").exists():
             continue
         for source in sources:
-            if reusable_decoders(source / f"problem_{problem}", meta):
+            if reusable_decoders(source / f"problem_{problem}", meta)[1]:
                 folder.mkdir(parents=True, exist_ok=True)
                 for path in (source / f"problem_{problem}" / "fullres").glob("*"):
                     if path.name == "selection.csv" or path.name.startswith("decoder_"):

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a timer read before would time the launch only)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -24,10 +25,10 @@ def per_image_latency_ms(
         forward(images[i : i + 1])
     times = []
     for i in range(len(images)):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         forward(images[i : i + 1])
-        _synchronize(device)
+        synchronize(device)
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.fmean(times), statistics.stdev(times) if len(times) > 1 else 0.0
 
@@ -38,7 +39,7 @@ def batched_predictions(
 ) -> tuple[torch.Tensor, float]:
     """Defect probabilities (N,) over all batches and the throughput in images/s (transfer included)."""
     probabilities = []
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for images in batches:
         probabilities.append(forward(images.to(device, non_blocking=True)).float().softmax(1)[:, 1])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,17 @@ def write_program(localizer: Localizer, path: Path, image_size: int, metadata: d
         torch.export.save(program, handle, extra_files={SIDECAR: json.dumps(metadata)})
 
 
+ONNX_PACKAGES = ("onnx", "onnxscript")  # what the ONNX exporter imports (onnxruntime only checks and runs the graph)
+
+
+def missing_packages(names: Sequence[str]) -> list[str]:
+    """Those of `names` that are not installed (found without importing them: onnx takes seconds to import)."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
 def check_onnx_packages(key: str = "export.formats") -> None:
     """One line when the ONNX exporter's packages (onnx, onnxscript) are missing."""
-    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    missing = missing_packages(ONNX_PACKAGES)
     if missing:
         raise ConfigError(f"{key}: onnx needs {' and '.join(missing)}; pip install 'defectcam[export]', or {key}=[torch]")
 

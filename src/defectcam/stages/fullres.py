@@ -264,35 +264,47 @@ class TrainedDecoder:
     state: dict[str, Tensor]
 
 
-def training_key(meta: dict[str, Any]) -> dict[str, Any]:
-    """What the trained decoders depend on: the meta without the settings that only change how maps are made."""
-    return {**meta, "fullres": {k: v for k, v in meta["fullres"].items() if k not in INFERENCE_SETTINGS}}
+# fullres settings a method's training never reads: the weak decoder ignores the reference's encoder options,
+# and the reference (true masks) draws no seeds and has no starting CAM or negative-image rule of its own.
+UNREAD_SETTINGS = {"fullres": ("supervised_encoder",), "supervised": ("start", "seeds", "negatives")}
+UNREAD_META = {"fullres": (), "supervised": ("starts", "cam")}
 
 
-def reusable_decoders(folder: Path, meta: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, TrainedDecoder]] | None:
-    """The selection and kept decoders of an earlier run of the same training (only TTA or batch sizes changed), or None."""
+def training_key(meta: dict[str, Any], method: str) -> dict[str, Any]:
+    """What one method's trained decoder depends on: the meta without the settings that only change how maps are
+    made, and without those its supervision never reads. Keyed per method, so that adding the reference or changing
+    its options keeps the weak decoder (and the reverse)."""
+    unread = {*INFERENCE_SETTINGS, *UNREAD_SETTINGS[method]}
+    settings = {k: v for k, v in meta["fullres"].items() if k not in unread}
+    settings["supervision"] = [METHOD_SUPERVISIONS[method]]
+    return {**{k: v for k, v in meta.items() if k not in UNREAD_META[method]}, "fullres": settings}
+
+
+def reusable_decoders(folder: Path, meta: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, TrainedDecoder]]:
+    """The selection rows and kept decoders of an earlier run, for each method whose training is the same (only TTA,
+    batch sizes or another method's settings changed); empty when none is."""
     selection_path = folder / FOLDER / SELECTION_NAME
     if not selection_path.is_file():
-        return None
+        return [], {}
     selection = pd.read_csv(selection_path).to_dict("records")
+    wanted = [DECODER_METHODS[supervision] for supervision in meta["fullres"]["supervision"]]
     chosen = {}
-    for method in dict.fromkeys(row["method"] for row in selection):
+    for method in wanted:
         path = decoder_path(folder, method)
         record = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
-        if record.get("training") != training_key(meta):
-            return None
-        chosen[method] = TrainedDecoder(record["layer"], float(record["val_score"]), record["decoder"])
-    return selection, chosen
+        if record.get("training") == training_key(meta, method):
+            chosen[method] = TrainedDecoder(record["layer"], float(record["val_score"]), record["decoder"])
+    return [row for row in selection if row["method"] in chosen], chosen
 
 
 def train_decoders(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, normalization: tuple[float, float],
-                   device: torch.device, starts: list[str]) -> tuple[list[dict[str, Any]], dict[str, TrainedDecoder]]:
+                   device: torch.device, starts: list[str], supervisions: list[str]) -> tuple[list[dict[str, Any]], dict[str, TrainedDecoder]]:
     """One decoder per supervision and starting CAM; per method the one validation scores best (ties: the first
     listed). Returns the selection rows (every decoder trained) and the kept decoder of each method."""
     out = problem_dir(output_dir(cfg), data.problem)
     val = protocol_score(data, str(cfg.localize.select_on))
     selection, chosen = [], {}
-    for supervision in fullres_supervisions(cfg):
+    for supervision in supervisions:
         method, recipe = DECODER_METHODS[supervision], recipe_of(cfg, supervision)
         candidates = starts if supervision == "cams" else [MASKS_LAYER]
         for start in candidates:
@@ -348,15 +360,23 @@ def fullres_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None
     device = inference_device(cfg)
     module, _ = trained_problem(cfg, data, device)
     net, normalization = module.net.eval(), tuple(float(v) for v in module.hparams.normalization)
-    reused = None if cfg.fullres.force else reusable_decoders(out, meta)
-    if reused:
-        log.info("problem %d: decoders trained with these settings found; only their maps are remade", data.problem)
-    selection, chosen = reused or train_decoders(cfg, data, net, normalization, device, meta["starts"])
+    selection, chosen = ([], {}) if cfg.fullres.force else reusable_decoders(out, meta)
+    if chosen:
+        log.info("problem %d: %s decoder(s) trained with these settings found; only their maps are remade", data.problem,
+                 ", ".join(chosen))
+    supervisions = fullres_supervisions(cfg)
+    missing = [supervision for supervision in supervisions if DECODER_METHODS[supervision] not in chosen]
+    if missing:
+        rows, trained = train_decoders(cfg, data, net, normalization, device, meta["starts"], missing)
+        selection, chosen = selection + rows, {**chosen, **trained}
+    order = [DECODER_METHODS[supervision] for supervision in supervisions]
+    selection = sorted(selection, key=lambda row: order.index(row["method"]))  # stable: a method's rows keep their order
+    chosen = {method: chosen[method] for method in order}
     cache = {"meta": meta, **decoder_maps(cfg, data, net, normalization, chosen, device)}
     meta_path.unlink(missing_ok=True)  # a cache without its meta is never trusted
     for method, decoder in chosen.items():
         record = {"format": FULLRES_FORMAT, "method": method, "layer": decoder.start, "decoder": decoder.state,
-                  "val_score": decoder.score, "training": training_key(meta),
+                  "val_score": decoder.score, "training": training_key(meta, method),
                   "decoder_channels": [int(c) for c in cfg.fullres.decoder_channels],
                   "image_channels": int(cfg.fullres.image_channels), "image_size": int(cfg.data.image_size),
                   "normalization": list(normalization), "checkpoint_sha1": meta["checkpoint_sha1"], "tta": str(cfg.fullres.tta),
