@@ -3,7 +3,7 @@
     python scripts/fullres_ablation.py experiment=dagm_cpu data.root=/data/DAGM paths.output_dir=outputs/dagm_cpu
 
 Every variant (VARIANTS below, or --variant "NAME=override;override" ...) trains its decoder (or reuses the
-variant before it's, or the run's own, when only TTA or batch sizes differ) into <output_dir>/ablation/<name>/ (the run's split, caches, best.ckpt and CAMs are linked, never rewritten) and is
+variant before it's, or the run's own, per method, when only fullres.tta or fullres.eval_batch_size differ) into <output_dir>/ablation/<name>/ (the run's split, caches, best.ckpt and CAMs are linked, never rewritten) and is
 scored by localize's protocol (threshold chosen on validation, test with intervals), ungated and gated. Prints a
 Markdown table per problem beside the run's best CAM entry (ungated, no post-process, chosen on validation) and
 writes it to <output_dir>/ablation/ablation.csv. A variant with fullres.supervision holding `masks` also gets rows of the
@@ -59,28 +59,33 @@ def variant_folder(run: Path, name: str) -> Path:
 
 
 def reuse_decoders(cfg: DictConfig, prepared: dict[int, ProblemData], sources: list[Path], target: Path) -> None:
-    """Per problem, copy into `target` the decoders and selection of the first of `sources` of which the fullres stage
-    would reuse a decoder as it is (the same training settings for its method: only TTA, batch sizes or another
-    method's settings differ), so that a variant which changes only how maps are made measures those very weights;
-    the stage trains whatever it cannot reuse. A variant's own decoders (a rerun) stay."""
-    from defectcam.stages.fullres import fullres_meta, reusable_decoders
+    """Per problem and method, copy into `target` the decoder (and its selection rows) of the first of `sources` that
+    the fullres stage would reuse as it is (the same training settings for that method: only fullres.tta,
+    fullres.eval_batch_size or another method's settings differ), so that a variant which changes only how maps are
+    made measures those very weights; the stage trains whatever no source holds. A variant's own decoders (a rerun)
+    stay."""
+    from defectcam.stages.fullres import decoder_path, fullres_meta, reusable_decoders
 
     for problem, data in prepared.items():
-        meta, folder = fullres_meta(cfg, data), target / f"problem_{problem}" / "fullres"
-        if meta is None or (folder / "selection.csv").exists():
+        meta, folder = fullres_meta(cfg, data), target / f"problem_{problem}"
+        if meta is None or (folder / "fullres" / "selection.csv").exists():
             continue
+        rows: list[dict[str, object]] = []
+        copied: set[str] = set()
         for source in sources:
-            if reusable_decoders(source / f"problem_{problem}", meta)[1]:
-                folder.mkdir(parents=True, exist_ok=True)
-                for path in (source / f"problem_{problem}" / "fullres").glob("*"):
-                    if path.name == "selection.csv" or path.name.startswith("decoder_"):
-                        shutil.copy2(path, folder / path.name)
-                break
+            source_rows, chosen = reusable_decoders(source / f"problem_{problem}", meta)
+            for method in [m for m in chosen if m not in copied]:
+                decoder_path(folder, method).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(decoder_path(source / f"problem_{problem}", method), decoder_path(folder, method))
+                rows += [row for row in source_rows if row["method"] == method]
+                copied.add(method)
+        if rows:
+            pd.DataFrame(rows).to_csv(folder / "fullres" / "selection.csv", index=False)
 
 
 def run_variant(overrides: list[str], name: str, extra: list[str], previous: str | None = None) -> pd.DataFrame:
-    """Train and score one variant (reusing the decoders of `previous`, or else of the run, where only inference
-    settings differ); its rows of the fullres entry."""
+    """Train and score one variant (reusing, per method, the decoder of `previous`, or else of the run, where only
+    inference settings or another method's settings differ); its rows of the fullres entry."""
     from defectcam.fullres import DECODER_METHODS
     from defectcam.stages.data import prepare_data
     from defectcam.stages.localize import run_localize

@@ -175,34 +175,42 @@ def test_a_stale_decoder_cache_is_named_or_retrained(pipeline, tmp_path: Path) -
 def test_each_method_keeps_its_decoder_when_only_the_other_methods_settings_change(pipeline, tmp_path: Path, compose_cfg) -> None:
     out, overrides = private_copy(pipeline, tmp_path)
     folder = out / "problem_1" / "fullres"
-    # A training time no training here takes: a row keeping it was reused, not retrained.
     selection_path = folder / "selection.csv"
-    pd.read_csv(selection_path).assign(train_time_s=12345.0).to_csv(selection_path, index=False)
+    sentinel = 12345.0  # a training time no training here takes: a row keeping it was reused, not retrained
 
-    def run(*changes: str) -> dict[str, float]:
-        cfg = compose_cfg(*overrides, "fullres.steps=2", *changes)
+    def mark() -> None:
+        pd.read_csv(selection_path).assign(train_time_s=sentinel).to_csv(selection_path, index=False)
+
+    def run(*changes: str) -> list[tuple[str, bool]]:
+        """(method, reused) per selection row, in the file's order."""
+        cfg = compose_cfg(*overrides, *changes)
         fullres_problem(cfg, prepare_data(cfg, show_progress=False)[1])
         rows = pd.read_csv(selection_path)
-        assert list(rows["method"]) == ["fullres", "supervised"][: len(rows)]  # the order of fullres.supervision
-        return dict(zip(rows["method"], rows["train_time_s"], strict=True))
+        return [(method, time == sentinel) for method, time in zip(rows["method"], rows["train_time_s"], strict=True)]
 
-    both = "fullres.supervision=[cams,masks]"
-    # The pipeline trained with fullres.steps=4 (tiny_overrides); adding the reference trains only the reference.
-    first = run("fullres.steps=4", both)
-    assert first["fullres"] == 12345.0 and first["supervised"] != 12345.0
-    weak = torch.load(folder / "decoder_fullres.pt", weights_only=True)["decoder"]
-    pd.read_csv(selection_path).assign(train_time_s=12345.0).to_csv(selection_path, index=False)
-    # The reference's own options leave the weak decoder as it is; the reference retrains.
-    second = run("fullres.steps=4", both, "fullres.supervised_encoder.lr=0.001")
-    assert second["fullres"] == 12345.0 and second["supervised"] != 12345.0
-    kept = torch.load(folder / "decoder_fullres.pt", weights_only=True)["decoder"]
-    assert all(torch.equal(weak[k], kept[k]) for k in weak)
-    pd.read_csv(selection_path).assign(train_time_s=12345.0).to_csv(selection_path, index=False)
+    both, reference_lr, patch = "fullres.supervision=[cams,masks]", "fullres.supervised_encoder.lr=0.001", "fullres.seeds.patch=3"
+    mark()
+    # Adding the reference trains only the reference.
+    assert run(both) == [("fullres", True), ("supervised", False)]
+    weak = torch.load(folder / "decoder_fullres.pt", weights_only=True)
+    mark()
+    # The reference's own options leave the weak decoder as it is, recorded recipe included; the reference retrains.
+    assert run(both, reference_lr) == [("fullres", True), ("supervised", False)]
+    kept = torch.load(folder / "decoder_fullres.pt", weights_only=True)
+    assert all(torch.equal(weak["decoder"][k], kept["decoder"][k]) for k in weak["decoder"])
+    assert kept["recipe"] == weak["recipe"] and kept["recipe"]["encoder_lr"] != 0.001
+    mark()
     # A seeding setting concerns the weak decoder only: it retrains, the reference is kept.
-    third = run("fullres.steps=4", both, "fullres.supervised_encoder.lr=0.001", "fullres.seeds.patch=3")
-    assert third["fullres"] != 12345.0 and third["supervised"] == 12345.0
+    assert run(both, reference_lr, patch) == [("fullres", False), ("supervised", True)]
+    mark()
+    # Another order of fullres.supervision reuses both, in that order.
+    assert run("fullres.supervision=[masks,cams]", reference_lr, patch) == [("supervised", True), ("fullres", True)]
+    # A reference dropped and asked for again retrains: its decoder file stayed, its selection rows did not.
+    assert run("fullres.supervision=[cams]", reference_lr, patch) == [("fullres", True)]
+    assert run(both, reference_lr, patch) == [("fullres", True), ("supervised", False)]
+    mark()
     # A setting both read (the step count) retrains both.
-    assert 12345.0 not in run(both, "fullres.supervised_encoder.lr=0.001", "fullres.seeds.patch=3").values()
+    assert run(both, reference_lr, patch, "fullres.steps=2") == [("fullres", False), ("supervised", False)]
 
 
 BAD_SETTINGS = [

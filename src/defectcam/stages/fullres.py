@@ -11,6 +11,7 @@ classifier's SHA-1 and every setting; localize scores them as probabilities (no 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 FULLRES_FORMAT = 1
 FOLDER, CACHE_NAME, META_NAME, SELECTION_NAME = "fullres", "fullres.pt", "fullres_meta.json", "selection.csv"
 INFERENCE_SETTINGS = ("tta", "eval_batch_size")  # change the maps, not the trained decoders
+# fullres settings a method's training never reads: the weak decoder ignores the reference's encoder options,
+# and the reference (true masks) draws no seeds and has no starting CAM or negative-image rule of its own.
+UNREAD_SETTINGS = {"fullres": ("supervised_encoder",), "supervised": ("start", "seeds", "negatives")}
+UNREAD_META = {"fullres": (), "supervised": ("starts", "cam")}
 
 
 def recipe_of(cfg: DictConfig, supervision: str) -> DecoderRecipe:
@@ -118,7 +123,8 @@ def fresh_fullres(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None:
     wanted, cache_path, reason = stale_fullres(cfg, data)
     if reason is None:
         return wanted
-    refuse_or_warn(cfg, cache_path, reason, "fullres", f"problem {data.problem}: fullres cache stale ({reason}); retraining the decoder")
+    refuse_or_warn(cfg, cache_path, reason, "fullres", f"problem {data.problem}: fullres cache stale ({reason}); remaking it (a decoder retrains "
+                    "where its training settings changed)")
     return fullres_problem(cfg, data)
 
 
@@ -262,12 +268,7 @@ class TrainedDecoder:
     start: str
     score: float
     state: dict[str, Tensor]
-
-
-# fullres settings a method's training never reads: the weak decoder ignores the reference's encoder options,
-# and the reference (true masks) draws no seeds and has no starting CAM or negative-image rule of its own.
-UNREAD_SETTINGS = {"fullres": ("supervised_encoder",), "supervised": ("start", "seeds", "negatives")}
-UNREAD_META = {"fullres": (), "supervised": ("starts", "cam")}
+    recipe: dict[str, Any] | None = None  # a reused decoder's recorded recipe: the one it was trained with
 
 
 def training_key(meta: dict[str, Any], method: str) -> dict[str, Any]:
@@ -281,8 +282,9 @@ def training_key(meta: dict[str, Any], method: str) -> dict[str, Any]:
 
 
 def reusable_decoders(folder: Path, meta: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, TrainedDecoder]]:
-    """The selection rows and kept decoders of an earlier run, for each method whose training is the same (only TTA,
-    batch sizes or another method's settings changed); empty when none is."""
+    """The selection rows and kept decoders of an earlier run, for each method whose training is the same (only
+    fullres.tta, fullres.eval_batch_size or another method's settings changed) and whose selection rows are that
+    training's (the decoder kept, its score); empty when none is."""
     selection_path = folder / FOLDER / SELECTION_NAME
     if not selection_path.is_file():
         return [], {}
@@ -292,8 +294,12 @@ def reusable_decoders(folder: Path, meta: dict[str, Any]) -> tuple[list[dict[str
     for method in wanted:
         path = decoder_path(folder, method)
         record = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
-        if record.get("training") == training_key(meta, method):
-            chosen[method] = TrainedDecoder(record["layer"], float(record["val_score"]), record["decoder"])
+        if record.get("training") != training_key(meta, method):
+            continue
+        # A decoder left from a run whose selection.csv no longer lists it (dropped, then asked for again) retrains.
+        if any(row["method"] == method and row.get("chosen") is True and row["layer"] == record["layer"]
+               and math.isclose(float(row["val_score"]), float(record["val_score"])) for row in selection):
+            chosen[method] = TrainedDecoder(record["layer"], float(record["val_score"]), record["decoder"], record.get("recipe"))
     return [row for row in selection if row["method"] in chosen], chosen
 
 
@@ -380,7 +386,7 @@ def fullres_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None
                   "decoder_channels": [int(c) for c in cfg.fullres.decoder_channels],
                   "image_channels": int(cfg.fullres.image_channels), "image_size": int(cfg.data.image_size),
                   "normalization": list(normalization), "checkpoint_sha1": meta["checkpoint_sha1"], "tta": str(cfg.fullres.tta),
-                  "recipe": asdict(recipe_of(cfg, METHOD_SUPERVISIONS[method]))}
+                  "recipe": decoder.recipe or asdict(recipe_of(cfg, METHOD_SUPERVISIONS[method]))}
         with atomic_path(decoder_path(out, method)) as tmp:
             torch.save(record, tmp)
     with atomic_path(folder / SELECTION_NAME) as tmp:
