@@ -208,9 +208,6 @@ def test_each_method_keeps_its_decoder_when_only_the_other_methods_settings_chan
     # A reference dropped and asked for again retrains: its decoder file stayed, its selection rows did not.
     assert run("fullres.supervision=[cams]", reference_lr, patch) == [("fullres", True)]
     assert run(both, reference_lr, patch) == [("fullres", True), ("supervised", False)]
-    mark()
-    # A setting both read (the step count) retrains both.
-    assert run(both, reference_lr, patch, "fullres.steps=2") == [("fullres", False), ("supervised", False)]
 
 
 BAD_SETTINGS = [
