@@ -99,10 +99,7 @@ class DecoderTraining(pl.LightningModule):
             gray, regions = self._crop(gray, regions, batch["label"].bool(), recipe.crop)
         mean, std = self.normalization
         images = ((gray - mean) / std).unsqueeze(1).expand(-1, 3, -1, -1)
-        if self.network.encoder is None:
-            with torch.no_grad():  # the classifier is frozen: no graph through it
-                features = self.network.features(images)
-        else:
+        with torch.set_grad_enabled(self.network.encoder is not None):  # a frozen classifier needs no graph
             features = self.network.features(images)
         logits = self.network.decode(features).float()
         probs = logits.softmax(1)[:, 1]

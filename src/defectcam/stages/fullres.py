@@ -239,12 +239,16 @@ def train_loader(dataset: DecoderTrainSet, recipe: DecoderRecipe) -> DataLoader:
     return DataLoader(dataset, batch_size=recipe.batch_size, sampler=sampler, drop_last=True, num_workers=0)
 
 
+def decoder_network(cfg: DictConfig, net: torch.nn.Module, train_encoder: bool) -> FullResolutionNet:
+    """The network fullres.* describes over the classifier `net` (untrained decoder)."""
+    return FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels), train_encoder)
+
+
 def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalization: tuple[float, float], recipe: DecoderRecipe,
                   dataset: DecoderTrainSet, val: tuple[Tensor, Any], name: str) -> DecoderTraining:
     """Train one decoder with Lightning; returns the module holding the best validation state."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # the decoder's initial weights
-    network = FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels),
-                                recipe.train_encoder)
+    network = decoder_network(cfg, net, recipe.train_encoder)
     training = DecoderTraining(network, recipe, normalization, val[0], val[1], int(cfg.fullres.eval_batch_size))
     trainer = pl.Trainer(
         accelerator=str(cfg.trainer.accelerator), devices=1,  # one device: a decoder over frozen features is small
@@ -334,8 +338,7 @@ def train_decoders(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, nor
 def decoder_maps(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, normalization: tuple[float, float],
                  chosen: dict[str, TrainedDecoder], device: torch.device) -> dict[str, Any]:
     """The val and test parts' probability maps of every kept decoder (float16, input size), with their rows."""
-    networks = {method: FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels),
-                                          recipe_of(cfg, METHOD_SUPERVISIONS[method]).train_encoder) for method in chosen}
+    networks = {method: decoder_network(cfg, net, recipe_of(cfg, METHOD_SUPERVISIONS[method]).train_encoder) for method in chosen}
     for method, decoder in chosen.items():
         networks[method].load_state_dict(decoder.state, strict=False)
         networks[method].to(device).eval()
