@@ -21,6 +21,7 @@ import torchvision
 from torch import Tensor, nn
 
 from defectcam.cams import compute_cams, scoring_maps
+from defectcam.evaluation.latency import synchronize
 
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 METHODS = ("gradcam", "gradcampp", "layercam")
@@ -56,12 +57,10 @@ def build_model(name: str, images: Tensor) -> nn.Module:
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
     """Wall seconds of one call (CUDA synchronized) -> (seconds, result)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     result = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start, result
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from defectcam.evaluation.latency import synchronize
 from defectcam.models.backbone import build_backbone
 from defectcam.models.checkpoint_io import AtomicCheckpointIO, checkpoint_io
 
@@ -40,21 +41,16 @@ def training_state(arch: str, optimizer_name: str, device: torch.device) -> dict
             "optimizer_states": [optimizer.state_dict()], "loops": {"fit_loop": {"epoch_progress": {"current": 3}}}}
 
 
-def sync_device(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_writer(name: str, state: dict[str, Any], folder: Path, repeats: int, device: torch.device) -> tuple[float, float]:
     """Median seconds the caller is blocked per save, and median seconds until the file is whole."""
     blocked, whole = [], []
     for k in range(repeats):
         writer = {"lightning": TorchCheckpointIO, "atomic": AtomicCheckpointIO, "async": partial(checkpoint_io, True)}[name]()
         path = folder / f"{name}_{k}.ckpt"
-        sync_device(device)
+        synchronize(device)
         start = time.perf_counter()
         writer.save_checkpoint(state, path)
-        sync_device(device)  # the clone's copies on the GPU are done: training could go on from here
+        synchronize(device)  # the clone's copies on the GPU are done: training could go on from here
         blocked.append(time.perf_counter() - start)
         writer.teardown()  # async: waits for the background write
         whole.append(time.perf_counter() - start)

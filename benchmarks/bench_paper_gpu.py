@@ -29,6 +29,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from defectcam.data.random_problem import random_problem
+from defectcam.evaluation.latency import synchronize
 from defectcam.stages.shell import quiet_known_warnings
 from defectcam.stages.train import build_classifier, train_problem
 
@@ -92,12 +93,11 @@ def bare_steps(args: argparse.Namespace, output_dir: Path, steps: int) -> float:
             loss.backward()
             optimizer.step()
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     run(min(steps, 5))  # warm-up: kernels, allocator, compile if any
-    sync()
+    synchronize(device)
     start = time.perf_counter()
     run(steps)
-    sync()
+    synchronize(device)
     return steps * args.batch / (time.perf_counter() - start)
 
 

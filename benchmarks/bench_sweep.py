@@ -25,6 +25,7 @@ from torchmetrics.functional.classification.precision_recall_curve import (
     _binary_precision_recall_curve_update,
 )
 
+from defectcam.evaluation.latency import synchronize
 from defectcam.localization import default_thresholds, iou_curve
 
 IMAGES = 8
@@ -94,12 +95,10 @@ def timed(fn: Callable[[], Tensor], repeats: int, device: str) -> tuple[float, T
     """Best wall time of `repeats` calls, and the last result."""
     best, result = float("inf"), None
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(torch.device(device))
         start = time.perf_counter()
         result = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(torch.device(device))
         best = min(best, time.perf_counter() - start)
     return best, result
 

@@ -22,6 +22,7 @@ import torch
 
 from defectcam.data.datamodule import DefectDataModule, train_augmentation
 from defectcam.data.random_problem import random_problem
+from defectcam.evaluation.latency import synchronize
 from defectcam.models.backbone import build_backbone
 from defectcam.models.module import DefectClassifier
 
@@ -30,8 +31,7 @@ def bare_epoch(module: DefectClassifier, batches: list[tuple[torch.Tensor, torch
     """Seconds for forward/backward/step over pre-built device batches."""
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
     module.train()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+    synchronize(device)
     start = time.perf_counter()
     for images, labels in batches:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -39,7 +39,7 @@ def bare_epoch(module: DefectClassifier, batches: list[tuple[torch.Tensor, torch
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    sync()
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -53,8 +53,7 @@ class EpochTimer(pl.Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize(pl_module.device)
         self.seconds.append(time.perf_counter() - self._start)
 
 
