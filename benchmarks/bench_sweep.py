@@ -93,12 +93,12 @@ def torchmetrics_binned(maps: Tensor, masks: Tensor, thresholds: Tensor) -> Tens
 
 def timed(fn: Callable[[], Tensor], repeats: int, device: str) -> tuple[float, Tensor]:
     """Best wall time of `repeats` calls, and the last result."""
-    best, result = float("inf"), None
+    best, result, target = float("inf"), None, torch.device(device)
     for _ in range(repeats):
-        synchronize(torch.device(device))
+        synchronize(target)
         start = time.perf_counter()
         result = fn()
-        synchronize(torch.device(device))
+        synchronize(target)
         best = min(best, time.perf_counter() - start)
     return best, result
 
