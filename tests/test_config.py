@@ -40,6 +40,8 @@ def test_dagm_cpu_is_real_dagm_on_the_cpu_with_the_full_resolution_stage(compose
     assert cfg.trainer.accelerator == "cpu" and cfg.model.weights == "none" and cfg.data.image_size == 256
     assert cfg.data.sampler == "balanced" and cfg.train.monitor == "val/auc"  # the quick recipe
     assert list(cfg.fullres.supervision) and cfg.fullres.crop is None and cfg.fullres.steps == 200
+    # validation's preference on real problem 1 (docs/fullres.md): flipped decoder maps and CAMs
+    assert cfg.fullres.tta == "flips" and cfg.cam.tta == "flips"
 
 
 def test_official_covers_all_ten_classes(compose_cfg) -> None:
