@@ -1,7 +1,8 @@
 """The full-resolution stage's costs against the classifier's, measured in one run on the same batch.
 
   maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_probabilities; --tta: one per transform)
-             against compute_cams for the configured methods and layers (one forward + one backward); in PyTorch,
+             against compute_cams for the configured methods and layers (one forward + one backward; --cam-tta: one
+             per transform, as the cams stage runs under cam.tta); in PyTorch,
              and (CPU, with defectcam[export] installed) as the exported localizer.onnx in onnxruntime, which is
              what `defectcam-predict predict.backend=onnx` runs. CAMs have no such form: they need a backward pass.
              Each map is timed right after a compute_cams call, repeat after repeat, and its ratio is the median of
@@ -37,7 +38,7 @@ from hydra import compose, initialize_config_dir
 from torch import Tensor
 
 from defectcam.cams import compute_cams
-from defectcam.cams.tta import tta_transforms
+from defectcam.cams.tta import tta_cams, tta_transforms
 from defectcam.evaluation.latency import synchronize
 from defectcam.export import OPSET
 from defectcam.export.graph import Localizer
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--image-channels", type=int, default=None,
                         help="the input-scale branch's channels instead of the experiment's fullres.image_channels (0: none)")
     parser.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"], help="the maps' fullres.tta")
+    parser.add_argument("--cam-tta", default="none", choices=["none", "flips", "dihedral"],
+                        help="the CAMs' cam.tta (the baseline's passes: dagm_cpu sets flips for both)")
     parser.add_argument("--channels-last", action="store_true",
                         help="CAMs and maps both in channels_last memory format (the training steps stay contiguous)")
     args = parser.parse_args()
@@ -152,7 +155,10 @@ def main() -> None:
             resnet_features(net.eval(), images)
 
     def cams() -> None:
-        compute_cams(net.eval(), images, layers, methods)
+        if args.cam_tta == "none":
+            compute_cams(net.eval(), images, layers, methods)
+        else:  # what the cams stage runs under cam.tta: one compute_cams per transform, each mapped back
+            tta_cams(net.eval(), images, layers, methods, 1, args.cam_tta)
 
     maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
     with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:
@@ -197,7 +203,8 @@ def main() -> None:
     decoder_s, decoder_ratio = steps["decoder"]
     layout = ", channels_last" if args.channels_last else ""
     print(f"{args.arch}, batch {args.batch} at {args.size} px, {device}{layout}:")
-    print(f"compute_cams ({len(methods)} methods x {len(layers)} layers): {cams_s:.3f} s (1.00x)")
+    cam_passes = "" if args.cam_tta == "none" else f", cam.tta={args.cam_tta}: {len(tta_transforms(args.cam_tta))} passes"
+    print(f"compute_cams ({len(methods)} methods x {len(layers)} layers{cam_passes}): {cams_s:.3f} s (1.00x)")
     passes = "one forward" if args.tta == "none" else f"fullres.tta={args.tta}: {len(tta_transforms(args.tta))} forwards"
     branch = f", image branch {image_channels}" if image_channels else ""
     print(f"full-resolution map ({passes}, decoder blocks {channels}{branch}): {timed['map'][0]:.3f} s "

@@ -65,6 +65,8 @@ def test_fullres_benchmark_prints_both_ratios() -> None:
 
 def test_fullres_benchmark_times_the_decoder_it_is_given() -> None:
     lines = run_benchmark("bench_fullres.py", "--arch", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
-                          "--experiment", "quick", "--decoder-channels", "16", "8", "8", "--tta", "flips", "--image-channels", "4")
+                          "--experiment", "quick", "--decoder-channels", "16", "8", "8", "--tta", "flips", "--image-channels", "4",
+                          "--cam-tta", "flips")
+    assert lines[1].startswith("compute_cams (") and ", cam.tta=flips: 4 passes): " in lines[1]
     assert lines[2].startswith("full-resolution map (fullres.tta=flips: 4 forwards, decoder blocks [16, 8, 8], image branch 4):")
     assert lines[4].startswith("  the same map exported, in onnxruntime")
