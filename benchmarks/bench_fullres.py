@@ -37,7 +37,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import Tensor
 
-from defectcam.cams import compute_cams
 from defectcam.cams.tta import tta_cams, tta_transforms
 from defectcam.evaluation.latency import synchronize
 from defectcam.export import OPSET
@@ -154,11 +153,8 @@ def main() -> None:
         with torch.no_grad():
             resnet_features(net.eval(), images)
 
-    def cams() -> None:
-        if args.cam_tta == "none":
-            compute_cams(net.eval(), images, layers, methods)
-        else:  # what the cams stage runs under cam.tta: one compute_cams per transform, each mapped back
-            tta_cams(net.eval(), images, layers, methods, 1, args.cam_tta)
+    def cams() -> None:  # what the cams stage runs: under cam.tta=none exactly compute_cams' one extraction
+        tta_cams(net.eval(), images, layers, methods, 1, args.cam_tta)
 
     maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
     with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:
