@@ -1,13 +1,14 @@
 """Regenerate the README's real-DAGM section from the seed runs of `dagm_cpu` (numbers only from their own files).
 
-    .venv/bin/python scripts/real_results.py outputs/dagm_cpu_seeds [--grid predicted/]
+    .venv/bin/python scripts/real_results.py outputs/dagm_cpu_seeds [--grid predicted/] [--untimed 0,1]
 
 Reads every finished seed_<k> folder (problem 1), rewrites the text between the README's `<!-- real:start -->`
 and `<!-- real:end -->` markers: classification per seed with mean ± std beside the reference study's quoted
 result, and localization per seed (test, thresholds chosen on validation, 95 % bootstrap intervals) of the
 full-resolution entry, the CAM entry validation ranks first, the best CAM entry on test (an upper bound, not a
 protocol result), the fully supervised reference and the best baseline; with --grid, the overlay grid of a
-predict run on the real test images is copied to scripts/readme/.
+predict run on the real test images is copied to scripts/readme/. A training time is a run's own wall clock: seeds
+named by --untimed (paused, or sharing the machine) show none, since their wall clock measures the machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,12 @@ GRID = REPO / "scripts" / "readme" / "real_predict_problem1.png"
 CAMS = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam", "layercam_fused", "multiplicative", "multiplicative_geometric")
 
 
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, the project's way with bad input."""
+    print(f"real_results: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def mean_std(values: pd.Series, digits: int = 3) -> str:
     """'mean ± sample std' of the values over seeds."""
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else f"{values.iloc[0]:.{digits}f}"
@@ -38,8 +46,13 @@ def with_interval(row: pd.Series, score: str = "miou") -> str:
     return f"{row[score]:.3f} [{row[f'{score}_ci_low']:.3f}, {row[f'{score}_ci_high']:.3f}]"
 
 
-def classification(folders: dict[int, Path]) -> tuple[list[str], pd.DataFrame]:
-    """Markdown lines of the classification table, and its rows."""
+def train_cell(seconds: float, best_epoch: int, epochs: int, timed: bool) -> str:
+    """The table's training cell: wall seconds only for a run timed alone."""
+    return f"{seconds:.0f} s ({best_epoch} of {epochs})" if timed else f"not timed alone ({best_epoch} of {epochs})"
+
+
+def classification(folders: dict[int, Path], untimed: frozenset[int] = frozenset()) -> tuple[list[str], pd.DataFrame]:
+    """Markdown lines of the classification table, and its rows (seeds in untimed get no training time)."""
     rows = []
     for seed, folder in folders.items():
         m = json.loads((folder / "problem_1" / "metrics.json").read_text())
@@ -54,7 +67,7 @@ def classification(folders: dict[int, Path]) -> tuple[list[str], pd.DataFrame]:
         n = {k: int(r[k]) for k in ("seed", "tn", "fp", "fn", "tp", "best_epoch", "epochs")}  # iterrows gives floats
         lines.append(f"| seed {n['seed']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['auc_roc']:.3f} | "
                      f"[[{n['tn']}, {n['fp']}], [{n['fn']}, {n['tp']}]] | {r['decision_threshold']:.3g} | "
-                     f"{r['train_time_s']:.0f} s ({n['best_epoch']} of {n['epochs']}) |")
+                     f"{train_cell(r['train_time_s'], n['best_epoch'], n['epochs'], n['seed'] not in untimed)} |")
     lines.append(f"| mean ± std | {mean_std(frame['accuracy'])} | {mean_std(frame['balanced_accuracy'])} | "
                  f"{mean_std(frame['auc_roc'])} | | | |")
     lines.append("| reference study (quoted, not measured here: its own 70/15/15 split of all 1150 images, ImageNet weights, "
@@ -118,11 +131,14 @@ def localization(folders: dict[int, Path]) -> list[str]:
     return lines
 
 
-def section(parent: Path, grid: bool) -> str:
+def section(parent: Path, grid: bool, untimed: frozenset[int] = frozenset()) -> str:
     folders = seed_folders(parent)
     if not folders:
-        raise SystemExit(f"real_results: error: {parent} holds no finished seed_<k> folder")
-    class_lines, _ = classification(folders)
+        fail(f"{parent} holds no finished seed_<k> folder")
+    unknown = sorted(untimed - set(folders))
+    if unknown:
+        fail(f"--untimed names seed(s) {unknown} that {parent} has no finished run of")
+    class_lines, _ = classification(folders, untimed)
     return "\n".join([
         START,
         *class_lines,
@@ -133,10 +149,17 @@ def section(parent: Path, grid: bool) -> str:
     ])
 
 
+def seed_list(text: str) -> frozenset[int]:
+    """'0,1' -> {0, 1}; argparse turns the ValueError of a non-integer into one line and exit code 2."""
+    return frozenset(int(part) for part in text.split(",") if part.strip())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parent", type=Path, help="the folder of the seed_<k> runs (make seeds EXPERIMENT=dagm_cpu)")
     parser.add_argument("--grid", type=Path, default=None, help="a PNG grid of predict's overlays to show")
+    parser.add_argument("--untimed", type=seed_list, default=frozenset(),
+                        help="comma-separated seeds whose runs were not timed alone (no training time is shown)")
     args = parser.parse_args()
     readme = REPO / "README.md"
     text = readme.read_text()
@@ -148,7 +171,7 @@ def main() -> int:
         with Image.open(args.grid) as image:
             image.convert("RGB").quantize(colors=256).save(GRID, optimize=True)
     head, rest = text.split(START, 1)
-    readme.write_text(head + section(args.parent, args.grid is not None) + rest.split(END, 1)[1])
+    readme.write_text(head + section(args.parent, args.grid is not None, args.untimed) + rest.split(END, 1)[1])
     return 0
 
 
