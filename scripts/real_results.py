@@ -164,14 +164,14 @@ def main() -> int:
     readme = REPO / "README.md"
     text = readme.read_text()
     if START not in text or END not in text:
-        print(f"real_results: error: {readme} has no {START} ... {END} markers", file=sys.stderr)
-        return 2
+        fail(f"{readme} has no {START} ... {END} markers")
+    block = section(args.parent, args.grid is not None, args.untimed)  # every check before anything is written
     if args.grid:
         GRID.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(args.grid) as image:
             image.convert("RGB").quantize(colors=256).save(GRID, optimize=True)
     head, rest = text.split(START, 1)
-    readme.write_text(head + section(args.parent, args.grid is not None, args.untimed) + rest.split(END, 1)[1])
+    readme.write_text(head + block + rest.split(END, 1)[1])
     return 0
 
 
