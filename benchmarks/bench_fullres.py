@@ -154,7 +154,7 @@ def main() -> None:
             resnet_features(net.eval(), images)
 
     def cams() -> None:  # what the cams stage runs: under cam.tta=none exactly compute_cams' one extraction
-        tta_cams(net.eval(), images, layers, methods, 1, args.cam_tta)
+        tta_cams(net.eval(), images, layers, methods, target_class=1, tta=args.cam_tta)
 
     maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
     with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:

@@ -14,7 +14,6 @@ named by --untimed (paused, or sharing the machine) show none, since their wall 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from defectcam.io import atomic_path, read_json, write_text
 from defectcam.stages.seeds import seed_folders
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,8 +55,8 @@ def classification(folders: dict[int, Path], untimed: frozenset[int] = frozenset
     """Markdown lines of the classification table, and its rows (seeds in untimed get no training time)."""
     rows = []
     for seed, folder in folders.items():
-        m = json.loads((folder / "problem_1" / "metrics.json").read_text())
-        summary = json.loads((folder / "problem_1" / "train_summary.json").read_text())
+        m = read_json(folder / "problem_1" / "metrics.json")
+        summary = read_json(folder / "problem_1" / "train_summary.json")
         rows.append({"seed": seed, **{k: m[k] for k in ("accuracy", "balanced_accuracy", "auc_roc", "tn", "fp", "fn", "tp",
                                                          "decision_threshold")},
                      "epochs": summary["epochs"], "best_epoch": summary["best_epoch"] + 1, "train_time_s": summary["train_time_s"]})
@@ -167,11 +167,10 @@ def main() -> int:
         fail(f"{readme} has no {START} ... {END} markers")
     block = section(args.parent, args.grid is not None, args.untimed)  # every check before anything is written
     if args.grid:
-        GRID.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(args.grid) as image:
-            image.convert("RGB").quantize(colors=256).save(GRID, optimize=True)
+        with Image.open(args.grid) as image, atomic_path(GRID) as tmp:
+            image.convert("RGB").quantize(colors=256).save(tmp, format="PNG", optimize=True)
     head, rest = text.split(START, 1)
-    readme.write_text(head + block + rest.split(END, 1)[1])
+    write_text(readme, head + block + rest.split(END, 1)[1])
     return 0
 
 
