@@ -13,13 +13,14 @@ CAM grid to scripts/readme/. Numbers come only from the runs' own files.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 from PIL import Image
 
+from defectcam.io import atomic_path, read_json, write_text
 from defectcam.report.build import localization_matrix
 from defectcam.report.tables import to_markdown, with_intervals
 from defectcam.stages.seeds import seed_folders
@@ -31,6 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SEEDS_START, SEEDS_END = "<!-- seeds:start -->", "<!-- seeds:end -->"  # rewritten only when --seeds is given
 GRID = REPO / "scripts" / "readme" / "quick_layercam_problem1.png"
+RUN_FILES = ("tables/classification.csv", "tables/localization.csv", "tables/localization_summary.csv", "data_summary.json",
+             "problem_1/figures/cams_layercam.png")
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, the project's way with bad input."""
+    print(f"readme_results: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def seeds_table(groups: list[tuple[str, Path]]) -> pd.DataFrame:
@@ -39,7 +48,7 @@ def seeds_table(groups: list[tuple[str, Path]]) -> pd.DataFrame:
     for label, parent in groups:
         folders = seed_folders(parent)
         if not folders:
-            raise SystemExit(f"readme_results: error: {parent} holds no finished seed_<k> folder")
+            fail(f"{parent} holds no finished seed_<k> folder")
         frame = pd.concat([run_scores(folder) for folder in folders.values()], ignore_index=True)
         for problem, group in frame.groupby("problem"):
             row = {"runs": label, "problem": problem, "seeds": ",".join(map(str, folders))}
@@ -80,7 +89,7 @@ def section(out: Path, seeds: str) -> str:
     summary = summary[summary["chosen_by"] == "miou"].drop(columns=["chosen_by", "select_on"])
     percent = ["miou", "all_miou", "false_alarm", "image_false_alarm", "pixel_auroc", "pxap", "baseline_miou", "reference_miou",
                "share_of_reference"]
-    timing = json.loads((out / "data_summary.json").read_text())
+    timing = read_json(out / "data_summary.json")
     n_test = sum(parts["test"]["images"] for parts in timing.values())
     return "\n".join([
         START,
@@ -132,20 +141,25 @@ def main() -> int:
     if any("=" not in item for item in args.seeds):
         parser.error("--seeds takes LABEL=DIR, e.g. --seeds '2 threads=outputs/quick_seeds'")
     groups = [(label, Path(folder)) for label, folder in (item.split("=", 1) for item in args.seeds)]
+    missing = [name for name in RUN_FILES if not (out / name).is_file()]
+    if missing:
+        fail(f"{out} is not a finished run: it has no {missing[0]}")
     readme = REPO / "README.md"
     text = readme.read_text()
     if START not in text or END not in text:
-        print(f"readme_results: error: {readme} has no {START} ... {END} markers", file=sys.stderr)
-        return 2
-    GRID.parent.mkdir(parents=True, exist_ok=True)
-    # A 256-colour copy: the grid reads the same at a fraction of the size.
-    with Image.open(out / "problem_1" / "figures" / "cams_layercam.png") as grid:
-        grid.convert("RGB").quantize(colors=256).save(GRID, optimize=True)
+        fail(f"{readme} has no {START} ... {END} markers")
     head, rest = text.split(START, 1)
     old = rest.split(END, 1)[0]
     seeds = "\n".join(seeds_lines(groups)) if groups else (
         SEEDS_START + old.split(SEEDS_START, 1)[1].split(SEEDS_END, 1)[0] + SEEDS_END if SEEDS_START in old else "")
-    readme.write_text(head + section(out, seeds) + rest.split(END, 1)[1])
+    try:  # every input is read before anything is written
+        block = section(out, seeds)
+    except (KeyError, ValueError, OSError) as error:
+        fail(f"{out}: its tables are not a finished run's ({type(error).__name__}: {error})")
+    # A 256-colour copy: the grid reads the same at a fraction of the size.
+    with Image.open(out / "problem_1" / "figures" / "cams_layercam.png") as grid, atomic_path(GRID) as tmp:
+        grid.convert("RGB").quantize(colors=256).save(tmp, format="PNG", optimize=True)
+    write_text(readme, head + block + rest.split(END, 1)[1])
     return 0
 
 
