@@ -15,18 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from functools import partial
 
 import pandas as pd
-from PIL import Image
 
-from defectcam.io import atomic_path, read_json, write_text
+from defectcam.io import read_json
 from defectcam.report.build import localization_matrix
 from defectcam.report.tables import to_markdown, with_intervals
 from defectcam.stages.seeds import seed_folders
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_quick import SCORES, run_scores  # noqa: E402  (the criteria, computed one way)
+from readme_io import fail as fail_as, save_grid, split_block, write_block  # noqa: E402
+
+fail = partial(fail_as, "readme_results")
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -34,12 +36,6 @@ SEEDS_START, SEEDS_END = "<!-- seeds:start -->", "<!-- seeds:end -->"  # rewritt
 GRID = REPO / "scripts" / "readme" / "quick_layercam_problem1.png"
 RUN_FILES = ("tables/classification.csv", "tables/localization.csv", "tables/localization_summary.csv", "data_summary.json",
              "problem_1/figures/cams_layercam.png")
-
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit code 2, the project's way with bad input."""
-    print(f"readme_results: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def seeds_table(groups: list[tuple[str, Path]]) -> pd.DataFrame:
@@ -145,21 +141,15 @@ def main() -> int:
     if missing:
         fail(f"{out} is not a finished run: it has no {missing[0]}")
     readme = REPO / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        fail(f"{readme} has no {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    old = rest.split(END, 1)[0]
+    head, old, tail = split_block("readme_results", readme, START, END)
     seeds = "\n".join(seeds_lines(groups)) if groups else (
         SEEDS_START + old.split(SEEDS_START, 1)[1].split(SEEDS_END, 1)[0] + SEEDS_END if SEEDS_START in old else "")
     try:  # every input is read before anything is written
         block = section(out, seeds)
     except (KeyError, ValueError, OSError) as error:
         fail(f"{out}: its tables are not a finished run's ({type(error).__name__}: {error})")
-    # A 256-colour copy: the grid reads the same at a fraction of the size.
-    with Image.open(out / "problem_1" / "figures" / "cams_layercam.png") as grid, atomic_path(GRID) as tmp:
-        grid.convert("RGB").quantize(colors=256).save(tmp, format="PNG", optimize=True)
-    write_text(readme, head + block + rest.split(END, 1)[1])
+    save_grid(out / "problem_1" / "figures" / "cams_layercam.png", GRID)
+    write_block(readme, head, block, tail)
     return 0
 
 

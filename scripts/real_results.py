@@ -16,25 +16,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from functools import partial
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from defectcam.io import atomic_path, read_json, write_text
+from defectcam.io import read_json
 from defectcam.stages.seeds import seed_folders
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_io import fail as fail_as, save_grid, split_block, write_block  # noqa: E402
+
+fail = partial(fail_as, "real_results")
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- real:start -->", "<!-- real:end -->"
 GRID = REPO / "scripts" / "readme" / "real_predict_problem1.png"
 CAMS = ("gradcam", "gradcampp", "layercam", "xgradcam", "hirescam", "layercam_fused", "multiplicative", "multiplicative_geometric")
 
-
-def fail(message: str) -> NoReturn:
-    """One line on stderr and exit code 2, the project's way with bad input."""
-    print(f"real_results: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def mean_std(values: pd.Series, digits: int = 3) -> str:
@@ -162,15 +161,11 @@ def main() -> int:
                         help="comma-separated seeds whose runs were not timed alone (no training time is shown)")
     args = parser.parse_args()
     readme = REPO / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        fail(f"{readme} has no {START} ... {END} markers")
+    head, _, tail = split_block("real_results", readme, START, END)
     block = section(args.parent, args.grid is not None, args.untimed)  # every check before anything is written
     if args.grid:
-        with Image.open(args.grid) as image, atomic_path(GRID) as tmp:
-            image.convert("RGB").quantize(colors=256).save(tmp, format="PNG", optimize=True)
-    head, rest = text.split(START, 1)
-    write_text(readme, head + block + rest.split(END, 1)[1])
+        save_grid(args.grid, GRID)
+    write_block(readme, head, block, tail)
     return 0
 
 
