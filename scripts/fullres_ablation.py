@@ -110,13 +110,16 @@ def run_variant(overrides: list[str], name: str, extra: list[str], previous: str
 
 def best_cam(run: Path, problems: list[int]) -> pd.DataFrame:
     """The run's CAM entry ranked first on validation (ungated, no post-process, by mIoU), its test row."""
+    from defectcam.localization.products import PRODUCT_PREFIX
+
     out = []
     for problem in problems:
         if not (run / f"problem_{problem}" / "localization.csv").is_file():  # the run's own localize has not run yet
             continue
         rows = pd.read_csv(run / f"problem_{problem}" / "localization.csv")
         rows = rows[(rows["selection"] == "val-best") & (rows["gate"] == "none") & (rows["postprocess"] == "none")
-                    & (rows["layer"] != "-") & ~rows["method"].isin(["fullres", "supervised"])]
+                    & (rows["layer"] != "-") & ~rows["method"].isin(["fullres", "supervised"])
+                    & ~rows["method"].str.startswith(PRODUCT_PREFIX)]
         val = rows[rows["split"] == "val"]
         pick = val.loc[val["miou"].idxmax()]
         test = rows[(rows["split"] == "test") & (rows["method"] == pick["method"]) & (rows["layer"] == pick["layer"])]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from defectcam.io import read_json
+from defectcam.localization.products import PRODUCT_PREFIX
 from defectcam.stages.seeds import seed_folders
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,7 +89,9 @@ def entries(folder: Path) -> dict[str, pd.Series]:
 
     cam = rows["method"].isin(CAMS)
     out = {}
-    for name, mask in (("fullres", rows["method"] == "fullres"), ("supervised", rows["method"] == "supervised")):
+    products = rows["method"].str.startswith(PRODUCT_PREFIX)
+    for name, mask in (("fullres", rows["method"] == "fullres"), ("fullres x CAM", products),
+                       ("supervised", rows["method"] == "supervised")):
         if mask.any():
             chosen = pick(mask, "val")
             out[name] = test_row(chosen["method"], chosen["layer"], "none")
@@ -105,7 +108,7 @@ def entries(folder: Path) -> dict[str, pd.Series]:
 def localization(folders: dict[int, Path]) -> list[str]:
     """Markdown lines: per seed and entry, test mIoU [95 % CI], PxAP, image false alarm, all-mIoU; then mean ± std."""
     per_seed = {seed: entries(folder) for seed, folder in folders.items()}
-    names = [n for n in ("fullres", "fullres gated", "best CAM (validation)", "best CAM (validation) gated", "best CAM (test)",
+    names = [n for n in ("fullres", "fullres gated", "fullres x CAM", "fullres x CAM gated", "best CAM (validation)", "best CAM (validation) gated", "best CAM (test)",
                          "supervised", "supervised gated", "best baseline") if all(n in e for e in per_seed.values())]
     lines = ["| entry | seed | method / layer | threshold | test mIoU [95 % CI] | PxAP | defect-free images flagged | all-mIoU |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -121,12 +124,13 @@ def localization(folders: dict[int, Path]) -> list[str]:
         frame = pd.DataFrame([found[name] for found in per_seed.values()])
         lines.append(f"| {name} | {mean_std(frame['miou'])} | {mean_std(frame['pxap'])} | "
                      f"{mean_std(frame['image_false_alarm'])} | {mean_std(frame['all_miou'])} |")
-    if "fullres" in names:
-        gain = [found["fullres"]["miou"] - found["best CAM (validation)"]["miou"] for found in per_seed.values()]
-        pxap = [found["fullres"]["pxap"] - found["best CAM (validation)"]["pxap"] for found in per_seed.values()]
-        lines += ["", f"Full-resolution minus the validation-chosen CAM entry, per seed: test mIoU "
-                      f"{', '.join(f'{g:+.3f}' for g in gain)} (mean {np.mean(gain):+.3f}); PxAP "
-                      f"{', '.join(f'{g:+.3f}' for g in pxap)} (mean {np.mean(pxap):+.3f})."]
+    for name, label in (("fullres", "Full-resolution"), ("fullres x CAM", "Full-resolution x CAM")):
+        if name in names:
+            gain = [found[name]["miou"] - found["best CAM (validation)"]["miou"] for found in per_seed.values()]
+            pxap = [found[name]["pxap"] - found["best CAM (validation)"]["pxap"] for found in per_seed.values()]
+            lines += ["", f"{label} minus the validation-chosen CAM entry, per seed: test mIoU "
+                          f"{', '.join(f'{g:+.3f}' for g in gain)} (mean {np.mean(gain):+.3f}); PxAP "
+                          f"{', '.join(f'{g:+.3f}' for g in pxap)} (mean {np.mean(pxap):+.3f})."]
     return lines
 
 

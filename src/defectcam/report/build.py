@@ -12,6 +12,7 @@ from defectcam.errors import StageOrderError
 from defectcam.fullres import REFERENCE_METHODS
 from defectcam.io import read_json
 from defectcam.localization.bootstrap import bootstrap_interval
+from defectcam.localization.products import product_cam
 
 # accuracy .. tp: the decision margin > decision_threshold (evaluate.decision); *_argmax: margin > 0, the reference study's.
 CLASSIFICATION_COLUMNS = [
@@ -150,6 +151,9 @@ def _pick(val: pd.DataFrame, score: str) -> pd.Series | None:
 def entry_name(method: str, layer: str, postprocess: str) -> str:
     """An entry as a person reads it: 'layercam layer1 + ellipse', 'the full-resolution map (from layercam/layer2)'."""
     names = {"fullres": f"the full-resolution map (from {layer})", "supervised": "the decoder trained on true masks"}
+    cam = product_cam(method)
+    if cam is not None:
+        names[method] = f"the full-resolution map x {cam} {layer}"
     return names.get(method, f"{method} {layer}") + ("" if postprocess == "none" else f" + {postprocess}")
 
 

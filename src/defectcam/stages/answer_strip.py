@@ -3,17 +3,16 @@ its problem: the best, the median and the worst defective image by test IoU, and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
 
 from defectcam.data.prepare import ProblemData
 from defectcam.localization.ellipse import ellipse_masks
-from defectcam.localization.entries import fusions_from, scored_entries
 from defectcam.report.build import entry_name, summary_table
 from defectcam.report.figures import overlay_strip, save_figure
 
@@ -48,16 +47,13 @@ def chosen_entry(table: pd.DataFrame, images: pd.DataFrame, select_on: str, test
     return StripEntry(str(row["method"]), str(row["layer"]), str(row["postprocess"]), float(row["threshold"]), ious)
 
 
-def strip_maps(cfg: DictConfig, raw: dict[str, dict[str, torch.Tensor]], size: tuple[int, int], entry: StripEntry,
-               probabilities: dict[str, dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
-    """The entry's (N, H, W) scoring maps of one part, built as localize builds them (a method's layer, a fusion or
-    a decoder's probabilities)."""
-    fusions = fusions_from(cfg.cam.fusions)
-    layers = None if entry.method in (probabilities or {}) else [entry.layer]
-    for method, layer, maps in scored_entries(raw, size, [entry.method], layers, fusions, [], int(cfg.seed), probabilities):
+def strip_maps(entries: Iterable[tuple[str, str, torch.Tensor]], entry: StripEntry) -> torch.Tensor:
+    """The entry's (N, H, W) scoring maps of one part, from the (method, layer, maps) that localize scores
+    (entries_for), so the strip shows exactly the maps the table scored."""
+    for method, layer, maps in entries:
         if (method, layer) == (entry.method, entry.layer):
             return maps
-    raise ValueError(f"{entry.method} {entry.layer}: not among the cached maps")
+    raise ValueError(f"{entry.method} {entry.layer}: not among the scored entries")
 
 
 def strip_picks(ious: dict[int, float], defective: np.ndarray) -> list[tuple[int, str]]:

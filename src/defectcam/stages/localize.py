@@ -27,6 +27,13 @@ from defectcam.fullres import REFERENCE_METHODS
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.localization import Part, Protocol, evaluate_entry
 from defectcam.localization.entries import fusions_from, masks_tensor, scored_entries
+from defectcam.localization.products import (
+    WEAK_DECODER,
+    decoder_gate_threshold,
+    product_entries,
+    product_method,
+    weak_decoder_maps,
+)
 from defectcam.localization.protocol import scores_at
 from defectcam.report.figures import save_figure, threshold_curves
 from defectcam.stages.answer_strip import chosen_entry, draw_answer_strip, strip_maps
@@ -97,13 +104,51 @@ def parts_of(cache: dict[str, Any], part: str, data: ProblemData, device: torch.
 
 
 def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int],
-                probabilities: dict[str, dict[str, torch.Tensor]] | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
-    """The scored entries of one part as the localize config selects them, as scoring maps of `size`."""
+                probabilities: dict[str, dict[str, torch.Tensor]] | None = None,
+                product_gate: float | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """The scored entries of one part as the localize config selects them, as scoring maps of `size`; then, given
+    the weak decoder's validation threshold (`product_gate`, see product_gate_of), its products with the CAMs."""
     select = lambda key: None if cfg.localize[key] is None else [str(v) for v in cfg.localize[key]]  # noqa: E731
-    return scored_entries(
+    yield from scored_entries(
         maps, size, select("methods"), select("layers"), fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed),
         probabilities,
     )
+    decoder = weak_decoder_maps(probabilities, size) if product_gate is not None else None
+    if decoder is not None:
+        methods = select("methods")
+        cams = [m for m in product_cams(cfg, maps) if methods is None or product_method(m) in methods]
+        yield from product_entries(maps, decoder, size, cams, select("layers"), product_gate)
+
+
+def product_cams(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+    """The CAM methods localize.fullres_products names (null: every cached one), each checked against the cache."""
+    named = cfg.localize.fullres_products
+    if named is None:
+        return list(maps)
+    for method in named:
+        if str(method) not in maps:
+            raise ConfigError(f"localize.fullres_products: {method!r} is not a cached CAM method (cached: {', '.join(maps)})")
+    return [str(method) for method in named]
+
+
+def product_gate_of(cfg: DictConfig, val_probabilities: dict[str, dict[str, torch.Tensor]], val_truth: dict[str, torch.Tensor],
+                    size: tuple[int, int]) -> float | None:
+    """The weak decoder's own validation threshold, which gates its products; None when no product is asked for
+    or there is no weak decoder."""
+    if cfg.localize.fullres_products is not None and len(cfg.localize.fullres_products) == 0:
+        return None
+    decoder = weak_decoder_maps(val_probabilities, size)
+    if decoder is None:
+        return None
+    return decoder_gate_threshold(decoder, val_truth["masks"], val_truth["defective"], str(cfg.localize.select_on))
+
+
+def product_gate_in(table: pd.DataFrame) -> float | None:
+    """The gate of the weak decoder's products as localize applied it, from a localization.csv: the decoder's own
+    val-best threshold (ungated, no post-process). None when the table holds no weak decoder."""
+    rows = table[(table["method"] == WEAK_DECODER) & (table["split"] == "val") & (table["selection"] == "val-best")
+                 & (table["gate"] == "none") & (table["postprocess"] == "none")]
+    return None if rows.empty else float(rows.iloc[0]["threshold"])
 
 
 def _part(maps: torch.Tensor, truth: dict[str, torch.Tensor]) -> Part:
@@ -124,8 +169,10 @@ def localize_problem(cfg: DictConfig, data: ProblemData, meta: dict[str, Any]) -
     protocol = protocol_of(cfg)
     rows, curves, images = [], [], []
     test_ids = data.table["image_id"].to_numpy()[test_truth["rows"].numpy()]
-    for (method, layer, val_maps), (_, _, test_maps) in zip(entries_for(cfg, val_raw, data.native_size, val_probs),
-                                                            entries_for(cfg, test_raw, data.native_size, test_probs)):
+    product_gate = product_gate_of(cfg, val_probs, val_truth, data.native_size)
+    val_entries = entries_for(cfg, val_raw, data.native_size, val_probs, product_gate)
+    test_entries = entries_for(cfg, test_raw, data.native_size, test_probs, product_gate)
+    for (method, layer, val_maps), (_, _, test_maps) in zip(val_entries, test_entries):
         result = evaluate_entry(_part(val_maps, val_truth), _part(test_maps, test_truth), protocol)
         key = {"problem": data.problem, "method": method, "layer": layer}
         rows += [{**key, **row} for row in result.rows]
@@ -142,7 +189,8 @@ def localize_problem(cfg: DictConfig, data: ProblemData, meta: dict[str, Any]) -
                 out / "figures" / "threshold_curves.png")
     strip_entry = chosen_entry(table, tables["localization_images.csv"], protocol.select_on, test_ids)
     if strip_entry is not None:
-        draw_answer_strip(data, strip_entry, strip_maps(cfg, test_raw, data.native_size, strip_entry, test_probs), test_truth, out)
+        maps = strip_maps(entries_for(cfg, test_raw, data.native_size, test_probs, product_gate), strip_entry)
+        draw_answer_strip(data, strip_entry, maps, test_truth, out)
     write_json(meta_path, meta)  # last: the figures belong to the results it vouches for
     _log_best(data.problem, table, protocol.select_on)
     return table
@@ -169,10 +217,13 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float, meta: dict[s
     cache = load_cam_cache(folder)
     thresholds = torch.tensor([threshold], dtype=torch.float64)
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
-    for part in ("val", "test"):
+    product_gate = None
+    for part in ("val", "test"):  # val first: it decides the gate of the decoder's products
         raw, truth = parts_of(cache, part, data, inference_device(cfg), float(meta["decision_threshold"]))
         probs = probability_maps(folder, meta, part, truth["rows"], inference_device(cfg))
-        for method, layer, maps in entries_for(cfg, raw, data.native_size, probs):
+        if part == "val":
+            product_gate = product_gate_of(cfg, probs, truth, data.native_size)
+        for method, layer, maps in entries_for(cfg, raw, data.native_size, probs, product_gate):
             for postprocess in cfg.localize.postprocess:
                 per_gate = scores_at(_part(maps, truth), thresholds, str(postprocess), [str(g) for g in cfg.localize.gates])
                 for gate, curves in per_gate.items():

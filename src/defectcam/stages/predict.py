@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from defectcam.cams.normalize import scoring_maps
 from defectcam.cams.tta import tta_cams
 from defectcam.data.images import resize_image
 from defectcam.data.inputs import check_min_size, check_on_error, collect_inputs, read_input
@@ -41,13 +42,14 @@ from defectcam.localization.ellipse import analysis_maps, largest_component_elli
 from defectcam.fullres import DECODER_METHODS
 from defectcam.fullres.maps import defect_probabilities, probability_scoring_maps
 from defectcam.localization.entries import BASELINE_LAYER, entry_scoring_maps, entry_sources, fusions_from
+from defectcam.localization.products import WEAK_DECODER, gated_product, product_cam
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
 from defectcam.report.figures import overlay_rgb
 from defectcam.stages.answer_strip import predicted_masks
 from defectcam.stages.common import inference_device
 from defectcam.stages.fullres import decoder_path, load_decoder
-from defectcam.stages.localize import META_FILE as LOCALIZE_META
+from defectcam.stages.localize import META_FILE as LOCALIZE_META, product_gate_in
 from defectcam.stages.settings import output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
 
@@ -70,6 +72,7 @@ class Entry:
     postprocess: str
     gate: str
     threshold: float
+    product_gate: float | None = None  # a fullres_x_<cam> entry: the decoder's own threshold that empties the product
 
 
 def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
@@ -87,7 +90,8 @@ def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
         if picked.empty:
             raise StageOrderError(f"{path}: no entry scored under gate {gate!r}; rerun localize with it in localize.gates")
         row = picked.iloc[0]
-        return Entry(str(row["method"]), str(row["layer"]), str(row["postprocess"]), gate, float(row["threshold"]))
+        entry = Entry(str(row["method"]), str(row["layer"]), str(row["postprocess"]), gate, float(row["threshold"]))
+        return with_product_gate(entry, rows, path)
     method, _, layer = str(cfg.predict.entry).partition("/")
     postprocess = str(cfg.predict.postprocess)
     val = rows[(rows["split"] == "val") & (rows["selection"] == "val-best") & (rows["layer"] != BASELINE_LAYER)]
@@ -96,7 +100,18 @@ def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
         known = sorted({f"{m}/{lay}" for m, lay in zip(val["method"], val["layer"])})
         raise ConfigError(f"predict.entry: {cfg.predict.entry!r} with postprocess {postprocess!r} and gate {gate!r} was not "
                           f"scored by localize; scored entries: {', '.join(known)}")
-    return Entry(method, layer, postprocess, gate, float(match.iloc[0]["threshold"]))
+    return with_product_gate(Entry(method, layer, postprocess, gate, float(match.iloc[0]["threshold"])), rows, path)
+
+
+def with_product_gate(entry: Entry, rows: pd.DataFrame, path: Path) -> Entry:
+    """A product entry carries the gate localize applied to it (the decoder's own val-best threshold)."""
+    if product_cam(entry.method) is None:
+        return entry
+    gate = product_gate_in(rows)
+    if gate is None:
+        raise StageOrderError(f"{path}: {entry.method}/{entry.layer} needs the {WEAK_DECODER} entry's validation threshold, "
+                              f"which is not scored there; rerun localize with {WEAK_DECODER} in localize.methods")
+    return replace(entry, product_gate=gate)
 
 
 def ellipse_parameters(score_map: torch.Tensor, threshold: float) -> dict[str, float]:
@@ -144,7 +159,8 @@ class Predictor:
     margin, decision and mask (emptied where the gate rejects the image), built as localize scores them.
 
     A CAM entry computes its CAMs (a forward and a backward pass); a decoder entry (`decoder`: the classifier and
-    the fullres stage's decoder as one network) is one forward pass per TTA transform, its probabilities upsampled."""
+    the fullres stage's decoder as one network) is one forward pass per TTA transform (`decoder_tta`), its
+    probabilities upsampled; a product entry (fullres_x_<cam>) computes both and multiplies them, gated."""
 
     net: nn.Module
     normalization: tuple[float, float]
@@ -153,8 +169,9 @@ class Predictor:
     image_size: int
     fusions: dict[str, Any]
     target: str = "defect"
-    tta: str = "none"
+    tta: str = "none"  # the CAMs' (the CAM cache's)
     decoder: nn.Module | None = None
+    decoder_tta: str = "none"  # the decoder's own
     # predict.backend=onnx: the exported model, gray (N, 1, S, S) -> (margins (N,), probabilities (N, S, S))
     exported: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -176,18 +193,30 @@ class Predictor:
         """(N, 3, S, S) on the device -> (logit margins (N,), per image a function size -> its (1, H, W) scoring map)."""
         if self.decoder is not None:
             with torch.no_grad():
-                logits, probs = defect_probabilities(self.decoder, tensor, self.tta)
+                logits, probs = defect_probabilities(self.decoder, tensor, self.decoder_tta)
             probs = probs.cpu()
-            return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
-                                                for j in range(len(probs))]
+            cam = product_cam(self.entry.method)
+            if cam is None:
+                return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
+                                                    for j in range(len(probs))]
+            raw = self.cam_maps(tensor, cam, [self.entry.layer])[1][self.entry.layer]
+            gate = float(self.entry.product_gate)  # type: ignore[arg-type]  # set for every product entry
+            return logit_margin(logits.cpu()), [
+                lambda size, j=j: gated_product(probability_scoring_maps(probs[j : j + 1], size),
+                                                scoring_maps(raw[j : j + 1], size), gate)
+                for j in range(len(probs))]
         method, layers = entry_sources(self.entry.method, self.entry.layer, self.fusions)
-        with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode; float32, as the cams stage runs
-            result = tta_cams(self.net, tensor, layers, [method], 1 if self.target == "defect" else "predicted", self.tta)
-        raw = {layer: maps.float().cpu() for layer, maps in result.maps[method].items()}
-        return logit_margin(result.logits.float().cpu()), [
+        logits, raw = self.cam_maps(tensor, method, layers)
+        return logit_margin(logits), [
             lambda size, j=j: entry_scoring_maps({method: {layer: m[j : j + 1] for layer, m in raw.items()}}, self.entry.method,
                                                  self.entry.layer, self.fusions, size)
             for j in range(tensor.shape[0])]
+
+    def cam_maps(self, tensor: torch.Tensor, method: str, layers: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(N, 3, S, S) on the device -> CPU (logits, layer -> raw CAMs) of one method, as the cams stage made them."""
+        with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode; float32, as the cams stage runs
+            result = tta_cams(self.net, tensor, layers, [method], 1 if self.target == "defect" else "predicted", self.tta)
+        return result.logits.float().cpu(), {layer: maps.float().cpu() for layer, maps in result.maps[method].items()}
 
     def __call__(self, images: list[np.ndarray], device: torch.device) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:
         """(H, W) uint8 images -> per image (scoring map (H, W), mask (H, W) bool, logit margin, defect)."""
@@ -247,16 +276,16 @@ def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path
     module = load_classifier(folder / "checkpoints" / "best.ckpt").to(device).eval()
     # The network sees the images as localize's maps were made: the cached image size, target and TTA (the CAM
     # cache's for a CAM entry, the decoder's own for a full-resolution entry).
-    decoder, tta, exported = None, str(meta.get("tta", "none")), None
+    decoder, decoder_tta, exported = None, "none", None
     if check_backend(cfg) == "onnx":  # normalization and TTA are inside the exported graph
         exported = exported_localizer(folder, entry, decision, int(meta["image_size"]))
         log.info("problem %d: backend onnx, %s", problem, exported.path)
-    elif entry.method in DECODER_METHODS.values():
-        decoder, record = load_decoder(folder, entry.method, module.net)
-        decoder, tta = decoder.to(device), str(record["tta"])
+    elif entry.method in DECODER_METHODS.values() or product_cam(entry.method) is not None:
+        decoder, record = load_decoder(folder, entry.method if product_cam(entry.method) is None else WEAK_DECODER, module.net)
+        decoder, decoder_tta = decoder.to(device), str(record["tta"])
     predictor = Predictor(module.net, tuple(float(v) for v in module.hparams.normalization), entry, decision,
                           int(meta["image_size"]), {f.name: f for f in fusions_from(cfg.cam.fusions)}, str(meta["target"]),
-                          tta, decoder, exported)
+                          str(meta.get("tta", "none")), decoder, decoder_tta, exported)
     batch, stop = int(cfg.predict.batch_size), check_on_error(cfg.predict.on_error) == "stop"
     log.info("problem %d: %s %s (post-process %s, gate %s) at threshold %.4g; classifier: margin > %.4g",
              problem, entry.method, entry.layer, entry.postprocess, entry.gate, entry.threshold, decision)

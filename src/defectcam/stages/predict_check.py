@@ -20,7 +20,7 @@ from PIL import Image
 from defectcam.data.prepare import ProblemData
 from defectcam.stages.answer_strip import predicted_masks
 from defectcam.stages.cams import load_cam_cache
-from defectcam.stages.localize import entries_for, probability_maps
+from defectcam.stages.localize import entries_for, probability_maps, product_gate_in
 
 
 def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, predicted: Path, part: str = "test") -> dict[str, Any]:
@@ -31,7 +31,8 @@ def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, pred
     meta = json.loads((folder / "localization_meta.json").read_text())
     cache = load_cam_cache(folder)[part]
     probabilities = probability_maps(folder, meta, part, cache["rows"], torch.device("cpu"))
-    maps = next(m for method, layer, m in entries_for(cfg, cache["maps"], data.native_size, probabilities)
+    gate = product_gate_in(pd.read_csv(folder / "localization.csv"))
+    maps = next(m for method, layer, m in entries_for(cfg, cache["maps"], data.native_size, probabilities, gate)
                 if (method, layer) == (entry["method"], entry["layer"]))
     expected = predicted_masks(maps, float(entry["threshold"]), str(entry["postprocess"])).numpy()
     decision = float(meta["decision_threshold"])

@@ -20,6 +20,7 @@ from defectcam.evaluation.decision import DECISIONS
 from defectcam.fullres import DECODER_METHODS
 from defectcam.localization.baselines import BASELINES
 from defectcam.localization.entries import fusions_from
+from defectcam.localization.products import product_method
 from defectcam.localization.selection import GATES, POSTPROCESSES, SELECT_ON
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -88,6 +89,11 @@ def _check_names(cfg: DictConfig) -> None:
     baselines = _name_list(cfg, "localize.baselines", allow_empty=True)
     _check_known("localize.baselines", baselines, tuple(BASELINES))
     decoders = [DECODER_METHODS[s] for s in fullres_supervisions(cfg)]
+    products = _name_list(cfg, "localize.fullres_products", allow_null=True, allow_empty=True)
+    for name in products or []:
+        _check_cached("localize.fullres_products", name, methods, METHODS, "cam.methods")
+    if DECODER_METHODS["cams"] in decoders:
+        decoders += [product_method(name) for name in (methods if products is None else products)]
     for name in _name_list(cfg, "localize.methods", allow_null=True) or []:
         _check_scored_name(name, methods, fused + decoders, baselines)
     _check_known("localize.layers", _name_list(cfg, "localize.layers", allow_null=True) or [], layers, "in cam.layers:")

@@ -1,0 +1,211 @@
+"""The weak decoder's map times a CAM's (localize.fullres_products): the gate, its threshold from validation alone,
+and the entries localize scores and draws."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_cli
+from defectcam.cams import scoring_maps
+from defectcam.errors import ConfigError
+from defectcam.localization import Part, Protocol, evaluate_entry
+from defectcam.localization.products import decoder_gate_threshold, gated_product, product_cam, product_method, weak_decoder_maps
+from defectcam.stages.cams import load_cam_cache
+from defectcam.stages.data import prepare_data
+from defectcam.stages.fullres import load_fullres_cache
+from defectcam.stages.localize import (
+    entries_for,
+    fresh_localize_meta,
+    parts_of,
+    probability_maps,
+    product_gate_in,
+    product_gate_of,
+    run_localize,
+)
+from defectcam.stages.predict_check import compare_with_localize
+from defectcam.stages.settings import validate
+from test_fullres_stage import corrupt_masks, private_copy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_product_is_emptied_where_the_decoder_stays_below_its_threshold() -> None:
+    generator = torch.Generator().manual_seed(0)
+    decoder = torch.rand(3, 8, 8, generator=generator) * 0.4
+    decoder[0, 2, 3] = 0.9  # reaches the threshold: kept
+    decoder[2, 5, 5] = 0.5  # exactly at it: kept (a pixel >= the threshold is flagged)
+    cam = torch.rand(3, 8, 8, generator=generator)
+    out = gated_product(decoder, cam, threshold=0.5)
+    assert torch.equal(out[0], decoder[0] * cam[0]) and torch.equal(out[2], decoder[2] * cam[2])
+    assert float(out[1].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        gated_product(decoder, cam[:, :4], 0.5)
+
+
+def test_names_map_both_ways() -> None:
+    assert product_method("gradcampp") == "fullres_x_gradcampp" and product_cam("fullres_x_gradcampp") == "gradcampp"
+    assert product_cam("fullres") is None and product_cam("gradcampp") is None
+
+
+@pytest.mark.parametrize("select_on", ["miou", "all_miou"])
+def test_the_gate_is_the_threshold_the_protocol_chooses_for_the_decoder(select_on: str) -> None:
+    """Oracle: the protocol's own val-best ungated row for the decoder's maps."""
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.rand(6, 16, 16, generator=generator)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[:3, 4:10, 5:12] = True
+    maps[:3] += 0.5 * masks[:3]  # defects score higher, but not separably
+    maps = maps.clamp(0, 1)
+    defective = torch.tensor([True, True, True, False, False, False])
+    part = Part(maps, masks, defective, defective)
+    result = evaluate_entry(part, part, Protocol(gates=("none",), bootstrap=10, select_on=select_on))
+    expected = next(r["threshold"] for r in result.rows if r["split"] == "val" and r["selection"] == "val-best")
+    assert decoder_gate_threshold(maps, masks, defective, select_on) == pytest.approx(expected, abs=0.0)
+
+
+def problem1_test_folder(overrides: list[str]) -> Path:
+    """The Test folder of problem 1 in the tiny pipeline's DAGM tree."""
+    return Path(next(o for o in overrides if o.startswith("data.root=")).split("=", 1)[1]) / "Class1" / "Test"
+
+
+def product_rows(out: Path) -> pd.DataFrame:
+    rows = pd.read_csv(out / "problem_1" / "localization.csv")
+    return rows[rows["method"].str.startswith("fullres_x_")]
+
+
+def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeline, tmp_path: Path, compose_cfg) -> None:
+    out, overrides = private_copy(pipeline, tmp_path)
+    cfg = compose_cfg(*overrides, "localize.fullres_products=[gradcam,layercam]")
+    run_localize(cfg)
+    rows = pd.read_csv(out / "problem_1" / "localization.csv")
+    products = product_rows(out)
+    assert set(products["method"]) == {"fullres_x_gradcam", "fullres_x_layercam"}
+    assert set(products["layer"]) == set(rows[rows["method"] == "gradcam"]["layer"])  # every cached layer
+    assert set(products["gate"]) == {"none", "classifier"} and set(products["postprocess"]) == {"none", "ellipse"}
+    # the gate is the threshold localize chose for the decoder itself: ungated, no post-process, on validation
+    decoder_row = rows[(rows["method"] == "fullres") & (rows["selection"] == "val-best") & (rows["gate"] == "none")
+                       & (rows["postprocess"] == "none") & (rows["split"] == "val")].iloc[0]
+    data = prepare_data(cfg, show_progress=False)[1]
+    folder, meta = out / "problem_1", fresh_localize_meta(cfg, data)
+    cache = load_cam_cache(folder)
+    parts = {part: parts_of(cache, part, data, torch.device("cpu")) for part in ("val", "test")}
+    probs = {part: probability_maps(folder, meta, part, truth["rows"], torch.device("cpu")) for part, (_, truth) in parts.items()}
+    gate = product_gate_of(cfg, probs["val"], parts["val"][1], data.native_size)
+    assert gate == pytest.approx(decoder_row["threshold"], abs=0.0)
+    raw, _ = parts["test"]
+    decoder = weak_decoder_maps(probs["test"], data.native_size)
+    # the tiny decoder flags every test image at its own gate, so the wiring is probed at a gate that splits them
+    probe = float(decoder.flatten(1).amax(dim=1).median())
+    kept = decoder.flatten(1).amax(dim=1) >= probe
+    assert kept.any() and (~kept).any()
+    seen = 0
+    for method, layer, maps in entries_for(cfg, raw, data.native_size, probs["test"], probe):
+        if product_cam(method) is None:
+            continue
+        seen += 1
+        cam = scoring_maps(raw[product_cam(method)][layer], data.native_size)
+        assert torch.equal(maps[kept], (decoder * cam)[kept]) and float(maps[~kept].abs().sum()) == 0.0
+    assert seen == len(set(zip(products["method"], products["layer"])))
+
+
+def test_only_validation_masks_decide_the_products(pipeline, tmp_path: Path, compose_cfg) -> None:
+    """Corrupting every test mask changes the products' test scores, never a validation row or threshold."""
+    found = []
+    for name, corrupted in (("clean", False), ("corrupted", True)):
+        out, overrides = private_copy(pipeline, tmp_path, name)
+        if corrupted:
+            corrupt_masks(out, ("test",))
+        run_localize(compose_cfg(*overrides, "localize.fullres_products=[gradcam]", "localize.postprocess=[none]"))
+        found.append(product_rows(out).reset_index(drop=True))
+    clean, corrupted = found
+    val = lambda frame: frame[frame["split"] == "val"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(val(clean), val(corrupted))
+    assert not clean[clean["split"] == "test"]["miou"].equals(corrupted[corrupted["split"] == "test"]["miou"])
+
+
+def test_a_product_chosen_alone_is_the_answer_strip(pipeline, tmp_path: Path, compose_cfg) -> None:
+    out, overrides = private_copy(pipeline, tmp_path)
+    strip = out / "problem_1" / "figures" / "answer_strip.png"
+    strip.unlink(missing_ok=True)
+    run_localize(compose_cfg(*overrides, "localize.fullres_products=[gradcam]", "localize.methods=[fullres_x_gradcam]",
+                             "localize.postprocess=[none]"))
+    rows = pd.read_csv(out / "problem_1" / "localization.csv")
+    assert set(rows["method"]) == {"fullres_x_gradcam"} and strip.is_file()
+    # predict needs the decoder's own threshold, which this table does not hold: one line, exit 2, nothing written
+    image = next(problem1_test_folder(overrides).glob("*.PNG"))
+    refused = run_cli("predict", *overrides, "predict.entry=fullres_x_gradcam/layer2", "predict.postprocess=none",
+                      f"predict.input={image}", f"predict.output={tmp_path / 'predicted'}")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "fullres in localize.methods" in lines[0], refused.stderr[-2000:]
+    assert not (tmp_path / "predicted").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("localize.fullres_products=[nope]", "localize.fullres_products: 'nope' is not one of"),
+    ("localize.fullres_products=gradcam", "must be a list of names"),
+    ("localize.methods=[fullres_x_nope]", "localize.methods: 'fullres_x_nope' is not one of"),
+])
+def test_bad_product_settings_are_one_line(compose_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")) as error:
+        validate(compose_cfg(override))
+    assert "\n" not in str(error.value)
+
+
+def test_product_names_are_known_to_localize_methods(compose_cfg) -> None:
+    validate(compose_cfg("localize.fullres_products=null", "localize.methods=[fullres_x_layercam]"))
+
+
+def test_predict_applies_a_product_entry_as_localize_scored_it(pipeline, tmp_path: Path, compose_cfg) -> None:
+    out, overrides = private_copy(pipeline, tmp_path)
+    products = "localize.fullres_products=[gradcam]"
+    run_localize(compose_cfg(*overrides, products, "localize.postprocess=[none]"))
+    # The tiny decoder passes its own gate on every test image: move the gate localize recorded into the widest gap
+    # between the decoder's test maxima (no image near it), so predict must empty the images below it.
+    table_path = out / "problem_1" / "localization.csv"
+    table = pd.read_csv(table_path)
+    maxima = load_fullres_cache(out / "problem_1")["test"]["maps"]["fullres"]["layercam/layer2"].float().flatten(1).amax(dim=1)
+    at = (table["method"] == "fullres") & (table["split"] == "val") & (table["selection"] == "val-best") \
+        & (table["gate"] == "none") & (table["postprocess"] == "none")
+    ordered = maxima.sort().values
+    gaps = ordered[1:] - ordered[:-1]
+    widest = int(gaps.argmax())
+    gate = float(ordered[widest] + ordered[widest + 1]) / 2
+    assert float(gaps[widest]) > 1e-3  # no map value predict recomputes lands on the other side of the gate
+    table.loc[at, "threshold"] = gate
+    table.to_csv(table_path, index=False)
+    assert product_gate_in(table) == gate
+    inputs = problem1_test_folder(overrides)
+    result = run_cli("predict", *overrides, products, "localize.postprocess=[none]", "predict.entry=fullres_x_gradcam/layer2",
+                     "predict.gate=none", f"predict.input={inputs}", f"predict.output={tmp_path / 'predicted'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cfg = compose_cfg(*overrides, products, "localize.postprocess=[none]")
+    check = compare_with_localize(cfg, prepare_data(cfg, show_progress=False)[1], out / "problem_1", tmp_path / "predicted")
+    assert check["entry"].startswith("fullres_x_gradcam/layer2")
+    assert check["n"] > 0 and check["images"]["shape_ok"].all() and check["same_decisions"] == check["n"]
+    # The cache stores CAMs as float16 codes: a pixel at the threshold may flip, nothing more.
+    assert check["min_iou"] >= 0.9 and check["mean_iou"] >= 0.98, check["images"]
+    emptied = pd.read_csv(tmp_path / "predicted" / "predictions.csv")["mask_pixels"] == 0
+    assert emptied.any() and not emptied.all()
+
+
+def test_a_threshold_sweep_scores_the_products_as_the_protocol_does(pipeline, tmp_path: Path, compose_cfg) -> None:
+    """The sweep (localize.threshold) gates its products with the decoder's validation threshold too: at 0.5, one of
+    the protocol's fixed thresholds, both give the same scores for every product, on both splits."""
+    out, overrides = private_copy(pipeline, tmp_path)
+    settings = [*overrides, "localize.fullres_products=[gradcam]", "localize.postprocess=[none]"]
+    run_localize(compose_cfg(*settings))
+    fixed = product_rows(out)
+    fixed = fixed[(fixed["selection"] == "fixed") & (fixed["threshold"] == 0.5)]
+    run_localize(compose_cfg(*settings, "localize.threshold=0.5"), tmp_path / "job")
+    swept = pd.read_csv(tmp_path / "job" / "localization_job.csv")
+    swept = swept[swept["method"].str.startswith("fullres_x_")]
+    assert len(swept) == len(fixed) / 2 > 0  # one sweep row per entry and gate; the protocol: a test and a val row
+    for _, row in swept.iterrows():
+        for split in ("val", "test"):
+            match = fixed[(fixed["layer"] == row["layer"]) & (fixed["gate"] == row["gate"]) & (fixed["split"] == split)]
+            assert row[f"{split}_miou"] == pytest.approx(float(match["miou"].iloc[0]), abs=1e-9)
+            assert row[f"{split}_image_false_alarm"] == pytest.approx(float(match["image_false_alarm"].iloc[0]), abs=1e-9)
