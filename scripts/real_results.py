@@ -108,8 +108,9 @@ def entries(folder: Path) -> dict[str, pd.Series]:
 def localization(folders: dict[int, Path]) -> list[str]:
     """Markdown lines: per seed and entry, test mIoU [95 % CI], PxAP, image false alarm, all-mIoU; then mean ± std."""
     per_seed = {seed: entries(folder) for seed, folder in folders.items()}
-    names = [n for n in ("fullres", "fullres gated", "fullres x CAM", "fullres x CAM gated", "best CAM (validation)", "best CAM (validation) gated", "best CAM (test)",
-                         "supervised", "supervised gated", "best baseline") if all(n in e for e in per_seed.values())]
+    names = [n for n in ("fullres", "fullres gated", "fullres x CAM", "fullres x CAM gated", "best CAM (validation)",
+                         "best CAM (validation) gated", "best CAM (test)", "supervised", "supervised gated", "best baseline")
+             if all(n in e for e in per_seed.values())]
     lines = ["| entry | seed | method / layer | threshold | test mIoU [95 % CI] | PxAP | defect-free images flagged | all-mIoU |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in names:

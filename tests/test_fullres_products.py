@@ -14,16 +14,18 @@ from defectcam.cams import scoring_maps
 from defectcam.errors import ConfigError
 from defectcam.localization import Part, Protocol, evaluate_entry
 from defectcam.localization.products import decoder_gate_threshold, gated_product, product_cam, product_method, weak_decoder_maps
+from defectcam.report.figures import threshold_curves
+from defectcam.stages import localize as localize_stage
 from defectcam.stages.cams import load_cam_cache
 from defectcam.stages.data import prepare_data
 from defectcam.stages.fullres import load_fullres_cache
 from defectcam.stages.localize import (
+    decoder_threshold_of,
     entries_for,
     fresh_localize_meta,
     parts_of,
     probability_maps,
-    product_gate_in,
-    product_gate_of,
+    recorded_decoder_threshold,
     run_localize,
 )
 from defectcam.stages.predict_check import compare_with_localize
@@ -72,9 +74,13 @@ def problem1_test_folder(overrides: list[str]) -> Path:
     return Path(next(o for o in overrides if o.startswith("data.root=")).split("=", 1)[1]) / "Class1" / "Test"
 
 
+def product_rows_mask(rows: pd.DataFrame) -> pd.Series:
+    return rows["method"].str.startswith("fullres_x_")
+
+
 def product_rows(out: Path) -> pd.DataFrame:
     rows = pd.read_csv(out / "problem_1" / "localization.csv")
-    return rows[rows["method"].str.startswith("fullres_x_")]
+    return rows[product_rows_mask(rows)]
 
 
 def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeline, tmp_path: Path, compose_cfg) -> None:
@@ -94,8 +100,11 @@ def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeli
     cache = load_cam_cache(folder)
     parts = {part: parts_of(cache, part, data, torch.device("cpu")) for part in ("val", "test")}
     probs = {part: probability_maps(folder, meta, part, truth["rows"], torch.device("cpu")) for part, (_, truth) in parts.items()}
-    gate = product_gate_of(cfg, probs["val"], parts["val"][1], data.native_size)
+    gate = decoder_threshold_of(cfg, probs["val"], parts["val"][1], data.native_size)
     assert gate == pytest.approx(decoder_row["threshold"], abs=0.0)
+    # and every product row records the threshold localize applied: that same one
+    assert set(products["decoder_threshold"]) == {decoder_row["threshold"]}
+    assert rows[~product_rows_mask(rows)]["decoder_threshold"].isna().all()
     raw, _ = parts["test"]
     decoder = weak_decoder_maps(probs["test"], data.native_size)
     # the tiny decoder flags every test image at its own gate, so the wiring is probed at a gate that splits them
@@ -112,18 +121,32 @@ def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeli
     assert seen == len(set(zip(products["method"], products["layer"])))
 
 
-def test_only_validation_masks_decide_the_products(pipeline, tmp_path: Path, compose_cfg) -> None:
-    """Corrupting every test mask changes the products' test scores, never a validation row or threshold."""
+def test_only_validation_masks_decide_the_products(pipeline, tmp_path: Path, compose_cfg, monkeypatch) -> None:
+    """The decoder threshold is chosen from the validation masks (a spy sees exactly those), and corrupting every test
+    mask changes the products' test scores, never a validation row or the recorded threshold."""
+    seen: list[torch.Tensor] = []
+
+    def spy(maps: torch.Tensor, masks: torch.Tensor, defective: torch.Tensor, select_on: str) -> float:
+        seen.append(masks.clone())
+        return decoder_gate_threshold(maps, masks, defective, select_on)
+
+    monkeypatch.setattr(localize_stage, "decoder_gate_threshold", spy)
     found = []
     for name, corrupted in (("clean", False), ("corrupted", True)):
         out, overrides = private_copy(pipeline, tmp_path, name)
         if corrupted:
             corrupt_masks(out, ("test",))
-        run_localize(compose_cfg(*overrides, "localize.fullres_products=[gradcam]", "localize.postprocess=[none]"))
+        cfg = compose_cfg(*overrides, "localize.fullres_products=[gradcam]", "localize.postprocess=[none]")
+        run_localize(cfg)
         found.append(product_rows(out).reset_index(drop=True))
+        data = prepare_data(cfg, show_progress=False)[1]
+        _, val_truth = parts_of(load_cam_cache(out / "problem_1"), "val", data, torch.device("cpu"))
+        assert torch.equal(seen[-1], val_truth["masks"].cpu())
+    assert len(seen) == 2
     clean, corrupted = found
     val = lambda frame: frame[frame["split"] == "val"].reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(val(clean), val(corrupted))
+    assert clean["decoder_threshold"].equals(corrupted["decoder_threshold"])
     assert not clean[clean["split"] == "test"]["miou"].equals(corrupted[corrupted["split"] == "test"]["miou"])
 
 
@@ -135,13 +158,17 @@ def test_a_product_chosen_alone_is_the_answer_strip(pipeline, tmp_path: Path, co
                              "localize.postprocess=[none]"))
     rows = pd.read_csv(out / "problem_1" / "localization.csv")
     assert set(rows["method"]) == {"fullres_x_gradcam"} and strip.is_file()
-    # predict needs the decoder's own threshold, which this table does not hold: one line, exit 2, nothing written
+    # predict reads the threshold the product rows record (here there is no fullres row at all); a table from before
+    # that column is refused in one line, exit 2, nothing written
     image = next(problem1_test_folder(overrides).glob("*.PNG"))
-    refused = run_cli("predict", *overrides, "predict.entry=fullres_x_gradcam/layer2", "predict.postprocess=none",
-                      f"predict.input={image}", f"predict.output={tmp_path / 'predicted'}")
+    args = [*overrides, "predict.entry=fullres_x_gradcam/layer2", "predict.postprocess=none", f"predict.input={image}"]
+    done = run_cli("predict", *args, f"predict.output={tmp_path / 'predicted'}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows.drop(columns="decoder_threshold").to_csv(out / "problem_1" / "localization.csv", index=False)
+    refused = run_cli("predict", *args, f"predict.output={tmp_path / 'refused'}")
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
-    assert refused.returncode == 2 and len(lines) == 1 and "fullres in localize.methods" in lines[0], refused.stderr[-2000:]
-    assert not (tmp_path / "predicted").exists()
+    assert refused.returncode == 2 and len(lines) == 1 and "decoder_threshold" in lines[0], refused.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -155,29 +182,46 @@ def test_bad_product_settings_are_one_line(compose_cfg, override: str, message: 
     assert "\n" not in str(error.value)
 
 
+def test_products_named_without_a_weak_decoder_are_one_line(compose_cfg) -> None:
+    with pytest.raises(ConfigError, match="add cams to it") as error:
+        validate(compose_cfg("localize.fullres_products=[gradcam]", "fullres.supervision=[masks]"))
+    assert "\n" not in str(error.value)
+    validate(compose_cfg("localize.fullres_products=null", "fullres.supervision=[]"))  # null: whenever there is one
+
+
+def test_threshold_curves_draw_more_methods_than_ten_colours() -> None:
+    """CAMs, fusions, decoders and their products reach 15 methods; each gets a colour (tab10 ran out at 10)."""
+    methods = [f"m{i}" for i in range(15)] + ["fullres_x_m0"]
+    curves = pd.DataFrame([{"method": m, "layer": "layer2", "threshold": t, "miou": t, "all_miou": t}
+                           for m in methods for t in (0.1, 0.5, 0.9)])
+    figure = threshold_curves(curves, "many methods")
+    lines = figure.axes[0].get_lines()
+    assert len(lines) == len(methods) and len({tuple(line.get_color()) for line in lines}) == len(methods)
+
+
 def test_product_names_are_known_to_localize_methods(compose_cfg) -> None:
     validate(compose_cfg("localize.fullres_products=null", "localize.methods=[fullres_x_layercam]"))
 
 
-def test_predict_applies_a_product_entry_as_localize_scored_it(pipeline, tmp_path: Path, compose_cfg) -> None:
+def test_predict_applies_a_product_entry_as_localize_builds_it(pipeline, tmp_path: Path, compose_cfg) -> None:
     out, overrides = private_copy(pipeline, tmp_path)
     products = "localize.fullres_products=[gradcam]"
     run_localize(compose_cfg(*overrides, products, "localize.postprocess=[none]"))
-    # The tiny decoder passes its own gate on every test image: move the gate localize recorded into the widest gap
-    # between the decoder's test maxima (no image near it), so predict must empty the images below it.
+    # The tiny decoder passes its own threshold on every test image, which would leave the gate untested: move the
+    # threshold the product rows record into the widest gap between the decoder's test maxima (no image near it).
+    # Predict and the check then both apply that recorded value, so this shows they agree on it image by image.
     table_path = out / "problem_1" / "localization.csv"
     table = pd.read_csv(table_path)
     maxima = load_fullres_cache(out / "problem_1")["test"]["maps"]["fullres"]["layercam/layer2"].float().flatten(1).amax(dim=1)
-    at = (table["method"] == "fullres") & (table["split"] == "val") & (table["selection"] == "val-best") \
-        & (table["gate"] == "none") & (table["postprocess"] == "none")
+    at = table["method"] == "fullres_x_gradcam"
     ordered = maxima.sort().values
     gaps = ordered[1:] - ordered[:-1]
     widest = int(gaps.argmax())
     gate = float(ordered[widest] + ordered[widest + 1]) / 2
     assert float(gaps[widest]) > 1e-3  # no map value predict recomputes lands on the other side of the gate
-    table.loc[at, "threshold"] = gate
+    table.loc[at, "decoder_threshold"] = gate
     table.to_csv(table_path, index=False)
-    assert product_gate_in(table) == gate
+    assert recorded_decoder_threshold(table, "fullres_x_gradcam", "layer2") == gate
     inputs = problem1_test_folder(overrides)
     result = run_cli("predict", *overrides, products, "localize.postprocess=[none]", "predict.entry=fullres_x_gradcam/layer2",
                      "predict.gate=none", f"predict.input={inputs}", f"predict.output={tmp_path / 'predicted'}")

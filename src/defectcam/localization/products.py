@@ -51,6 +51,8 @@ def weak_decoder_maps(probabilities: Mapping[str, Mapping[str, Tensor]] | None, 
     decoders = (probabilities or {}).get(WEAK_DECODER)
     if not decoders:
         return None
+    if len(decoders) != 1:
+        raise ValueError(f"{WEAK_DECODER}: {len(decoders)} stored decoders ({', '.join(decoders)}); products need exactly one")
     (maps,) = decoders.values()
     return probability_scoring_maps(maps, size)
 

@@ -152,9 +152,8 @@ def entry_name(method: str, layer: str, postprocess: str) -> str:
     """An entry as a person reads it: 'layercam layer1 + ellipse', 'the full-resolution map (from layercam/layer2)'."""
     names = {"fullres": f"the full-resolution map (from {layer})", "supervised": "the decoder trained on true masks"}
     cam = product_cam(method)
-    if cam is not None:
-        names[method] = f"the full-resolution map x {cam} {layer}"
-    return names.get(method, f"{method} {layer}") + ("" if postprocess == "none" else f" + {postprocess}")
+    name = f"the full-resolution map x {cam} {layer}" if cam is not None else names.get(method, f"{method} {layer}")
+    return name + ("" if postprocess == "none" else f" + {postprocess}")
 
 
 def answer_sentences(summary: pd.DataFrame, select_on: str = "miou") -> dict[int, str]:

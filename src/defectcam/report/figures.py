@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -93,7 +94,10 @@ def threshold_curves(curves: pd.DataFrame, title: str, x: str = "threshold", sco
     methods = list(dict.fromkeys(curves["method"]))
     # One style per single layer (layer1..layer4, layer3.4, ...); fused maps have a colour of their own.
     layers = sorted(layer for layer in set(curves["layer"]) if layer != "-" and "+" not in layer)
-    colours = dict(zip([m for m in methods if not _is_baseline(curves, m)], plt.get_cmap("tab10").colors))
+    coloured = [m for m in methods if not _is_baseline(curves, m)]
+    # tab10 as ever up to 10 methods; more (CAMs, fusions, decoders and their products) get tab20, cycled past 20
+    palette = plt.get_cmap("tab10" if len(coloured) <= 10 else "tab20").colors
+    colours = dict(zip(coloured, itertools.cycle(palette)))
     styles = ["-", "--", ":", "-."]
     for ax, y in zip(axes[0], scores):
         for (method, layer), group in curves.groupby(["method", "layer"], sort=False):

@@ -28,8 +28,8 @@ from defectcam.io import atomic_path, read_json, write_json
 from defectcam.localization import Part, Protocol, evaluate_entry
 from defectcam.localization.entries import fusions_from, masks_tensor, scored_entries
 from defectcam.localization.products import (
-    WEAK_DECODER,
     decoder_gate_threshold,
+    product_cam,
     product_entries,
     product_method,
     weak_decoder_maps,
@@ -104,34 +104,37 @@ def parts_of(cache: dict[str, Any], part: str, data: ProblemData, device: torch.
 
 
 def entries_for(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]], size: tuple[int, int],
-                probabilities: dict[str, dict[str, torch.Tensor]] | None = None,
-                product_gate: float | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
+                probabilities: dict[str, dict[str, torch.Tensor]] | None = None, decoder_threshold: float | None = None,
+                only: tuple[str, str] | None = None) -> Iterator[tuple[str, str, torch.Tensor]]:
     """The scored entries of one part as the localize config selects them, as scoring maps of `size`; then, given
-    the weak decoder's validation threshold (`product_gate`, see product_gate_of), its products with the CAMs."""
+    the weak decoder's validation threshold (`decoder_threshold`, see decoder_threshold_of), its products with the
+    CAMs. `only`: (method, layer) of one entry, so that no other entry's maps are built (the answer strip's)."""
     select = lambda key: None if cfg.localize[key] is None else [str(v) for v in cfg.localize[key]]  # noqa: E731
+    # Only CAM layers and products read `layers`; fusions, decoders and baselines are selected by method alone.
+    methods, layers = ([only[0]], [only[1]]) if only is not None else (select("methods"), select("layers"))
     yield from scored_entries(
-        maps, size, select("methods"), select("layers"), fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed),
-        probabilities,
+        maps, size, methods, layers, fusions_from(cfg.cam.fusions), list(cfg.localize.baselines), int(cfg.seed), probabilities,
     )
-    decoder = weak_decoder_maps(probabilities, size) if product_gate is not None else None
+    if decoder_threshold is None:
+        return
+    cams = [m for m in product_cams(cfg, maps) if methods is None or product_method(m) in methods]
+    decoder = weak_decoder_maps(probabilities, size) if cams else None
     if decoder is not None:
-        methods = select("methods")
-        cams = [m for m in product_cams(cfg, maps) if methods is None or product_method(m) in methods]
-        yield from product_entries(maps, decoder, size, cams, select("layers"), product_gate)
+        yield from product_entries(maps, decoder, size, cams, layers, decoder_threshold)
 
 
 def product_cams(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]]) -> list[str]:
-    """The CAM methods localize.fullres_products names (null: every cached one), each checked against the cache."""
+    """The CAM methods localize.fullres_products names (null: every cached one), once each, checked against the cache."""
     named = cfg.localize.fullres_products
     if named is None:
         return list(maps)
     for method in named:
         if str(method) not in maps:
             raise ConfigError(f"localize.fullres_products: {method!r} is not a cached CAM method (cached: {', '.join(maps)})")
-    return [str(method) for method in named]
+    return list(dict.fromkeys(str(method) for method in named))
 
 
-def product_gate_of(cfg: DictConfig, val_probabilities: dict[str, dict[str, torch.Tensor]], val_truth: dict[str, torch.Tensor],
+def decoder_threshold_of(cfg: DictConfig, val_probabilities: dict[str, dict[str, torch.Tensor]], val_truth: dict[str, torch.Tensor],
                     size: tuple[int, int]) -> float | None:
     """The weak decoder's own validation threshold, which gates its products; None when no product is asked for
     or there is no weak decoder."""
@@ -143,12 +146,13 @@ def product_gate_of(cfg: DictConfig, val_probabilities: dict[str, dict[str, torc
     return decoder_gate_threshold(decoder, val_truth["masks"], val_truth["defective"], str(cfg.localize.select_on))
 
 
-def product_gate_in(table: pd.DataFrame) -> float | None:
-    """The gate of the weak decoder's products as localize applied it, from a localization.csv: the decoder's own
-    val-best threshold (ungated, no post-process). None when the table holds no weak decoder."""
-    rows = table[(table["method"] == WEAK_DECODER) & (table["split"] == "val") & (table["selection"] == "val-best")
-                 & (table["gate"] == "none") & (table["postprocess"] == "none")]
-    return None if rows.empty else float(rows.iloc[0]["threshold"])
+def recorded_decoder_threshold(table: pd.DataFrame, method: str, layer: str) -> float | None:
+    """The decoder threshold localize emptied a product entry's images below, from its rows of a localization.csv
+    (column decoder_threshold); None when the table holds no such value for that entry."""
+    if "decoder_threshold" not in table.columns:
+        return None
+    values = table[(table["method"] == method) & (table["layer"] == layer)]["decoder_threshold"].dropna()
+    return None if values.empty else float(values.iloc[0])
 
 
 def _part(maps: torch.Tensor, truth: dict[str, torch.Tensor]) -> Part:
@@ -169,13 +173,15 @@ def localize_problem(cfg: DictConfig, data: ProblemData, meta: dict[str, Any]) -
     protocol = protocol_of(cfg)
     rows, curves, images = [], [], []
     test_ids = data.table["image_id"].to_numpy()[test_truth["rows"].numpy()]
-    product_gate = product_gate_of(cfg, val_probs, val_truth, data.native_size)
-    val_entries = entries_for(cfg, val_raw, data.native_size, val_probs, product_gate)
-    test_entries = entries_for(cfg, test_raw, data.native_size, test_probs, product_gate)
+    decoder_threshold = decoder_threshold_of(cfg, val_probs, val_truth, data.native_size)
+    val_entries = entries_for(cfg, val_raw, data.native_size, val_probs, decoder_threshold)
+    test_entries = entries_for(cfg, test_raw, data.native_size, test_probs, decoder_threshold)
     for (method, layer, val_maps), (_, _, test_maps) in zip(val_entries, test_entries):
         result = evaluate_entry(_part(val_maps, val_truth), _part(test_maps, test_truth), protocol)
         key = {"problem": data.problem, "method": method, "layer": layer}
-        rows += [{**key, **row} for row in result.rows]
+        # a product records the decoder threshold it was emptied below, for predict to apply the same
+        recorded = {"decoder_threshold": decoder_threshold} if product_cam(method) is not None else {}
+        rows += [{**key, **row, **recorded} for row in result.rows]
         curves += [{**key, **row} for row in result.curves]
         images += [{**key, "image_id": test_ids[image.pop("index")], **image} for image in result.images]
     meta_path.unlink(missing_ok=True)  # results without their meta are never trusted
@@ -189,7 +195,8 @@ def localize_problem(cfg: DictConfig, data: ProblemData, meta: dict[str, Any]) -
                 out / "figures" / "threshold_curves.png")
     strip_entry = chosen_entry(table, tables["localization_images.csv"], protocol.select_on, test_ids)
     if strip_entry is not None:
-        maps = strip_maps(entries_for(cfg, test_raw, data.native_size, test_probs, product_gate), strip_entry)
+        only = (strip_entry.method, strip_entry.layer)
+        maps = strip_maps(entries_for(cfg, test_raw, data.native_size, test_probs, decoder_threshold, only), strip_entry)
         draw_answer_strip(data, strip_entry, maps, test_truth, out)
     write_json(meta_path, meta)  # last: the figures belong to the results it vouches for
     _log_best(data.problem, table, protocol.select_on)
@@ -217,13 +224,13 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float, meta: dict[s
     cache = load_cam_cache(folder)
     thresholds = torch.tensor([threshold], dtype=torch.float64)
     rows: dict[tuple[str, ...], dict[str, Any]] = {}
-    product_gate = None
+    decoder_threshold = None
     for part in ("val", "test"):  # val first: it decides the gate of the decoder's products
         raw, truth = parts_of(cache, part, data, inference_device(cfg), float(meta["decision_threshold"]))
         probs = probability_maps(folder, meta, part, truth["rows"], inference_device(cfg))
         if part == "val":
-            product_gate = product_gate_of(cfg, probs, truth, data.native_size)
-        for method, layer, maps in entries_for(cfg, raw, data.native_size, probs, product_gate):
+            decoder_threshold = decoder_threshold_of(cfg, probs, truth, data.native_size)
+        for method, layer, maps in entries_for(cfg, raw, data.native_size, probs, decoder_threshold):
             for postprocess in cfg.localize.postprocess:
                 per_gate = scores_at(_part(maps, truth), thresholds, str(postprocess), [str(g) for g in cfg.localize.gates])
                 for gate, curves in per_gate.items():

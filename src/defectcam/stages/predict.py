@@ -49,7 +49,7 @@ from defectcam.report.figures import overlay_rgb
 from defectcam.stages.answer_strip import predicted_masks
 from defectcam.stages.common import inference_device
 from defectcam.stages.fullres import decoder_path, load_decoder
-from defectcam.stages.localize import META_FILE as LOCALIZE_META, product_gate_in
+from defectcam.stages.localize import META_FILE as LOCALIZE_META, recorded_decoder_threshold
 from defectcam.stages.settings import output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
 
@@ -72,7 +72,7 @@ class Entry:
     postprocess: str
     gate: str
     threshold: float
-    product_gate: float | None = None  # a fullres_x_<cam> entry: the decoder's own threshold that empties the product
+    decoder_threshold: float | None = None  # a fullres_x_<cam> entry: the product is emptied where the decoder stays below it
 
 
 def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
@@ -104,14 +104,13 @@ def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
 
 
 def with_product_gate(entry: Entry, rows: pd.DataFrame, path: Path) -> Entry:
-    """A product entry carries the gate localize applied to it (the decoder's own val-best threshold)."""
+    """A product entry carries the decoder threshold localize emptied its images below (recorded on its rows)."""
     if product_cam(entry.method) is None:
         return entry
-    gate = product_gate_in(rows)
-    if gate is None:
-        raise StageOrderError(f"{path}: {entry.method}/{entry.layer} needs the {WEAK_DECODER} entry's validation threshold, "
-                              f"which is not scored there; rerun localize with {WEAK_DECODER} in localize.methods")
-    return replace(entry, product_gate=gate)
+    threshold = recorded_decoder_threshold(rows, entry.method, entry.layer)
+    if threshold is None:
+        raise StaleInputError(f"{path}: {entry.method}/{entry.layer} has no decoder_threshold recorded; rerun make localize")
+    return replace(entry, decoder_threshold=threshold)
 
 
 def ellipse_parameters(score_map: torch.Tensor, threshold: float) -> dict[str, float]:
@@ -200,10 +199,10 @@ class Predictor:
                 return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
                                                     for j in range(len(probs))]
             raw = self.cam_maps(tensor, cam, [self.entry.layer])[1][self.entry.layer]
-            gate = float(self.entry.product_gate)  # type: ignore[arg-type]  # set for every product entry
+            threshold = float(self.entry.decoder_threshold)  # type: ignore[arg-type]  # set for every product entry
             return logit_margin(logits.cpu()), [
                 lambda size, j=j: gated_product(probability_scoring_maps(probs[j : j + 1], size),
-                                                scoring_maps(raw[j : j + 1], size), gate)
+                                                scoring_maps(raw[j : j + 1], size), threshold)
                 for j in range(len(probs))]
         method, layers = entry_sources(self.entry.method, self.entry.layer, self.fusions)
         logits, raw = self.cam_maps(tensor, method, layers)

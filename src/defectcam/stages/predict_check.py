@@ -20,7 +20,7 @@ from PIL import Image
 from defectcam.data.prepare import ProblemData
 from defectcam.stages.answer_strip import predicted_masks
 from defectcam.stages.cams import load_cam_cache
-from defectcam.stages.localize import entries_for, probability_maps, product_gate_in
+from defectcam.stages.localize import entries_for, probability_maps, recorded_decoder_threshold
 
 
 def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, predicted: Path, part: str = "test") -> dict[str, Any]:
@@ -31,9 +31,11 @@ def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, pred
     meta = json.loads((folder / "localization_meta.json").read_text())
     cache = load_cam_cache(folder)[part]
     probabilities = probability_maps(folder, meta, part, cache["rows"], torch.device("cpu"))
-    gate = product_gate_in(pd.read_csv(folder / "localization.csv"))
-    maps = next(m for method, layer, m in entries_for(cfg, cache["maps"], data.native_size, probabilities, gate)
-                if (method, layer) == (entry["method"], entry["layer"]))
+    decoder_threshold = recorded_decoder_threshold(pd.read_csv(folder / "localization.csv"), entry["method"], entry["layer"])
+    scored = entries_for(cfg, cache["maps"], data.native_size, probabilities, decoder_threshold)
+    maps = next((m for method, layer, m in scored if (method, layer) == (entry["method"], entry["layer"])), None)
+    if maps is None:
+        raise ValueError(f"{entry['method']}/{entry['layer']}: not among the entries localize scores with this config")
     expected = predicted_masks(maps, float(entry["threshold"]), str(entry["postprocess"])).numpy()
     decision = float(meta["decision_threshold"])
     keep = (cache["logit_margin"] > decision).numpy()

@@ -92,6 +92,10 @@ def _check_names(cfg: DictConfig) -> None:
     products = _name_list(cfg, "localize.fullres_products", allow_null=True, allow_empty=True)
     for name in products or []:
         _check_cached("localize.fullres_products", name, methods, METHODS, "cam.methods")
+    if products and DECODER_METHODS["cams"] not in decoders:
+        # null stays lenient (an experiment that scores products whenever there is a decoder); a list asks for them
+        raise ConfigError(f"localize.fullres_products: {products} multiply the weak decoder's maps, which "
+                          f"fullres.supervision={fullres_supervisions(cfg)} does not train; add cams to it, or set []")
     if DECODER_METHODS["cams"] in decoders:
         decoders += [product_method(name) for name in (methods if products is None else products)]
     for name in _name_list(cfg, "localize.methods", allow_null=True) or []:
