@@ -20,7 +20,6 @@ from defectcam.stages.cams import load_cam_cache
 from defectcam.stages.data import prepare_data
 from defectcam.stages.fullres import load_fullres_cache
 from defectcam.stages.localize import (
-    decoder_threshold_of,
     entries_for,
     fresh_localize_meta,
     parts_of,
@@ -31,6 +30,7 @@ from defectcam.stages.localize import (
 from defectcam.stages.predict_check import compare_with_localize
 from defectcam.stages.settings import validate
 from test_fullres_stage import corrupt_masks, private_copy
+from test_predict import data_root
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,11 +69,6 @@ def test_the_gate_is_the_threshold_the_protocol_chooses_for_the_decoder(select_o
     assert decoder_gate_threshold(maps, masks, defective, select_on) == pytest.approx(expected, abs=0.0)
 
 
-def problem1_test_folder(overrides: list[str]) -> Path:
-    """The Test folder of problem 1 in the tiny pipeline's DAGM tree."""
-    return Path(next(o for o in overrides if o.startswith("data.root=")).split("=", 1)[1]) / "Class1" / "Test"
-
-
 def product_rows_mask(rows: pd.DataFrame) -> pd.Series:
     return rows["method"].str.startswith("fullres_x_")
 
@@ -92,19 +87,16 @@ def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeli
     assert set(products["method"]) == {"fullres_x_gradcam", "fullres_x_layercam"}
     assert set(products["layer"]) == set(rows[rows["method"] == "gradcam"]["layer"])  # every cached layer
     assert set(products["gate"]) == {"none", "classifier"} and set(products["postprocess"]) == {"none", "ellipse"}
-    # the gate is the threshold localize chose for the decoder itself: ungated, no post-process, on validation
+    # every product row records the threshold localize applied: the one it chose for the decoder itself
     decoder_row = rows[(rows["method"] == "fullres") & (rows["selection"] == "val-best") & (rows["gate"] == "none")
                        & (rows["postprocess"] == "none") & (rows["split"] == "val")].iloc[0]
+    assert set(products["decoder_threshold"]) == {decoder_row["threshold"]}
+    assert rows[~product_rows_mask(rows)]["decoder_threshold"].isna().all()
     data = prepare_data(cfg, show_progress=False)[1]
     folder, meta = out / "problem_1", fresh_localize_meta(cfg, data)
     cache = load_cam_cache(folder)
     parts = {part: parts_of(cache, part, data, torch.device("cpu")) for part in ("val", "test")}
     probs = {part: probability_maps(folder, meta, part, truth["rows"], torch.device("cpu")) for part, (_, truth) in parts.items()}
-    gate = decoder_threshold_of(cfg, probs["val"], parts["val"][1], data.native_size)
-    assert gate == pytest.approx(decoder_row["threshold"], abs=0.0)
-    # and every product row records the threshold localize applied: that same one
-    assert set(products["decoder_threshold"]) == {decoder_row["threshold"]}
-    assert rows[~product_rows_mask(rows)]["decoder_threshold"].isna().all()
     raw, _ = parts["test"]
     decoder = weak_decoder_maps(probs["test"], data.native_size)
     # the tiny decoder flags every test image at its own gate, so the wiring is probed at a gate that splits them
@@ -160,7 +152,7 @@ def test_a_product_chosen_alone_is_the_answer_strip(pipeline, tmp_path: Path, co
     assert set(rows["method"]) == {"fullres_x_gradcam"} and strip.is_file()
     # predict reads the threshold the product rows record (here there is no fullres row at all); a table from before
     # that column is refused in one line, exit 2, nothing written
-    image = next(problem1_test_folder(overrides).glob("*.PNG"))
+    image = next((data_root(pipeline) / "Class1" / "Test").glob("*.PNG"))
     args = [*overrides, "predict.entry=fullres_x_gradcam/layer2", "predict.postprocess=none", f"predict.input={image}"]
     done = run_cli("predict", *args, f"predict.output={tmp_path / 'predicted'}")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -222,7 +214,7 @@ def test_predict_applies_a_product_entry_as_localize_builds_it(pipeline, tmp_pat
     table.loc[at, "decoder_threshold"] = gate
     table.to_csv(table_path, index=False)
     assert recorded_decoder_threshold(table, "fullres_x_gradcam", "layer2") == gate
-    inputs = problem1_test_folder(overrides)
+    inputs = data_root(pipeline) / "Class1" / "Test"
     result = run_cli("predict", *overrides, products, "localize.postprocess=[none]", "predict.entry=fullres_x_gradcam/layer2",
                      "predict.gate=none", f"predict.input={inputs}", f"predict.output={tmp_path / 'predicted'}")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -134,8 +134,8 @@ def product_cams(cfg: DictConfig, maps: dict[str, dict[str, torch.Tensor]]) -> l
     return list(dict.fromkeys(str(method) for method in named))
 
 
-def decoder_threshold_of(cfg: DictConfig, val_probabilities: dict[str, dict[str, torch.Tensor]], val_truth: dict[str, torch.Tensor],
-                    size: tuple[int, int]) -> float | None:
+def decoder_threshold_of(cfg: DictConfig, val_probabilities: dict[str, dict[str, torch.Tensor]],
+                         val_truth: dict[str, torch.Tensor], size: tuple[int, int]) -> float | None:
     """The weak decoder's own validation threshold, which gates its products; None when no product is asked for
     or there is no weak decoder."""
     if cfg.localize.fullres_products is not None and len(cfg.localize.fullres_products) == 0:

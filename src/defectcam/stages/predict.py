@@ -280,7 +280,9 @@ def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path
         exported = exported_localizer(folder, entry, decision, int(meta["image_size"]))
         log.info("problem %d: backend onnx, %s", problem, exported.path)
     elif entry.method in DECODER_METHODS.values() or product_cam(entry.method) is not None:
-        decoder, record = load_decoder(folder, entry.method if product_cam(entry.method) is None else WEAK_DECODER, module.net)
+        # a product multiplies the weak decoder's map: that decoder is loaded, as for a decoder entry its own
+        decoder_method = WEAK_DECODER if product_cam(entry.method) is not None else entry.method
+        decoder, record = load_decoder(folder, decoder_method, module.net)
         decoder, decoder_tta = decoder.to(device), str(record["tta"])
     predictor = Predictor(module.net, tuple(float(v) for v in module.hparams.normalization), entry, decision,
                           int(meta["image_size"]), {f.name: f for f in fusions_from(cfg.cam.fusions)}, str(meta["target"]),
