@@ -93,3 +93,13 @@ def test_every_transform_is_undone_by_its_inverse_and_the_sets_are_groups() -> N
 def test_an_unknown_set_is_refused() -> None:
     with pytest.raises(ValueError, match="cam.tta must be one of none, flips, dihedral"):
         tta_transforms("rot45")
+
+
+def test_a_cache_of_another_tta_is_stale_both_ways_and_says_so_in_the_users_words() -> None:
+    """cam_meta leaves tta out for none: a flipped cache once passed as fresh for tta=none (only wanted keys compared)."""
+    from defectcam.stages.cams import stale_reason
+
+    plain, flipped = {"format": 3}, {"format": 3, "tta": "flips"}
+    assert stale_reason(plain, flipped) == "tta was 'none', now 'flips'"
+    assert stale_reason(flipped, plain) == "tta was 'flips', now 'none'"
+    assert stale_reason(flipped, dict(flipped)) is None and stale_reason(plain, dict(plain)) is None

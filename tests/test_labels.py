@@ -85,3 +85,14 @@ def test_defect_free_row_naming_a_mask(tmp_path: Path) -> None:
 def test_binary_garbage(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not a text file"):
         parse_labels(write(tmp_path, b"\xff\xfe\x00\x81garbage"))
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "what"),
+    [("3\t2\t0003.PNG\t0\t0", "a defect flag that is not 0 or 1"), ("3\t1", "a row cut short"), ("0003.PNG\t0", "no index")],
+)
+def test_a_malformed_row_after_the_header_is_named_not_skipped(tmp_path: Path, bad_row: str, what: str) -> None:
+    """Skipped as a second header, such a row once surfaced later as 'a mask that no row claims'."""
+    path = write(tmp_path, ("Class1\n" + GOOD_ROWS + bad_row + "\n").encode())
+    with pytest.raises(DatasetError, match=rf"Labels\.txt:4: not a label row .*{bad_row.split()[0]}"):
+        parse_labels(path)

@@ -34,7 +34,8 @@ def test_every_contract_file_exists(pipeline) -> None:
         for ext in ("csv", "md", "tex"):
             assert (out / "tables" / f"{table}.{ext}").is_file()
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "SegNet" in html
+    assert "data:image/" in html and "SegNet" in html
+    assert 'href="problem_1/figures/threshold_curves.png"' in html  # each inlined figure links its PNG
     assert html.index("The answer") < html.index("Method x layer") < html.index("Classification")  # leads with the answer
     assert "chosen on validation by miou" in html
 

@@ -1,8 +1,9 @@
-"""Atomic file writes: a temp file in the same folder, then os.replace, so no half-written output."""
+"""Atomic file writes: a temp file (or folder) in the same folder, then os.replace, so no half-written output."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -36,6 +37,16 @@ def atomic_path(path: str | os.PathLike[str], single_writer: bool = False) -> It
         raise
 
 
+def temp_dir(parent: str | os.PathLike[str], prefix: str, suffix: str = "") -> Path:
+    """A new, uniquely named folder in `parent` with the permissions a plain mkdir gives (0o777 less the umask).
+
+    tempfile.mkdtemp makes it owner-only (0o700); these folders are built to be renamed into place as outputs.
+    """
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix))
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
 def _umask() -> int:
     """The process's umask (reading it means setting it; it is set straight back)."""
     mask = os.umask(0o022)
@@ -52,6 +63,20 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON (indented, keys in insertion order) atomically."""
     write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def finite_or_null(obj: Any) -> Any:
+    """`obj` (nested dicts, lists, numbers) with every NaN or infinite float replaced by None.
+
+    json.dumps writes them as NaN / Infinity, which strict JSON readers (jq, browsers, other languages) reject.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: finite_or_null(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(value) for value in obj]
+    return obj
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

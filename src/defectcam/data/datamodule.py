@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -15,6 +15,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from defectcam.data.device_batches import DeviceImages, RowDataset
 from defectcam.data.prepare import ProblemData
 from defectcam.errors import ConfigError
+
+if TYPE_CHECKING:  # albumentations takes about 0.6 s to import: every stage's CLI imports this module, few build a pipeline
+    import albumentations as A
 
 
 class DefectDataset(Dataset):
@@ -74,6 +77,8 @@ def train_augmentation(names: Sequence[str] = ("flips",)) -> A.Compose | None:
     unknown = sorted(set(names) - set(AUGMENTATIONS))
     if unknown:
         raise ConfigError(f"data.augment: unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+    import albumentations as A
+
     transforms: list[A.BasicTransform] = []
     if "flips" in names:
         transforms += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from defectcam.errors import DatasetError
 
-# A data row starts with an index and a 0/1 defect flag; anything else (the header) is skipped.
+# A data row starts with an index and a 0/1 defect flag. The first non-blank line may be something else (the
+# release's header); any later line that is not a row is an error, not a second header to skip.
 _ROW_START = re.compile(r"^\d+\s+[01]\s+")
 
 
@@ -31,11 +32,15 @@ def parse_labels(path: str | Path) -> list[LabelRow]:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
-    rows = [
-        _parse_row(path, number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
-        if _ROW_START.match(line.strip())
-    ]
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if lines and not _ROW_START.match(lines[0][1]):
+        lines = lines[1:]  # the header
+    rows = []
+    for number, line in lines:
+        if not _ROW_START.match(line):
+            raise DatasetError(f"{path}:{number}: not a label row (expected '<index> <0 or 1> <image> 0 <mask or 0>'), "
+                               f"got {line!r}")
+        rows.append(_parse_row(path, number, line))
     if not rows:
         raise DatasetError(f"{path}: no label rows (expected lines like '1<TAB>0<TAB>0001.PNG<TAB>0<TAB>0')")
     return rows

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from defectcam.errors import ConfigError, DatasetError
 
@@ -52,6 +51,9 @@ def _stratified(
         raise ConfigError(f"{key}: {fraction:g} must lie strictly between 0 and 1")
     counts = labels.value_counts()
     stratify = labels.to_numpy() if len(counts) == 2 and counts.min() >= 2 else None
+    # Imported here: scikit-learn takes about 0.9 s to import, and every stage's CLI imports this module.
+    from sklearn.model_selection import train_test_split
+
     keep, held = train_test_split(np.asarray(rows), test_size=fraction, random_state=seed, shuffle=True, stratify=stratify)
     return np.sort(keep), np.sort(held)
 

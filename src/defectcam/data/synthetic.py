@@ -14,7 +14,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 import uuid
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +27,7 @@ from tqdm import tqdm
 from defectcam.data.synthetic_defects import DEFECTS, Ellipse, apply_defect, deviate
 from defectcam.data.synthetic_textures import TEXTURES, Texture
 from defectcam.errors import ConfigError, DatasetError
-from defectcam.io import write_text
+from defectcam.io import temp_dir, write_text
 
 SPEC_FILE = "synthetic_spec.json"
 GENERATOR_VERSION = 1  # bump when the rendering changes, so stale trees are regenerated
@@ -340,8 +339,7 @@ def _lock(root: Path) -> FileLock:
 
 def _build_beside(root: Path, spec: SyntheticSpec, workers: int | None) -> Path:
     """Render `spec`'s problems into a new temp folder beside `root` (same file system, so renames are atomic)."""
-    built = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    built.chmod(0o755)  # mkdtemp makes it private; the dataset is meant to be shared
+    built = temp_dir(root.parent, prefix=f".{root.name}.", suffix=".tmp")  # a plain mkdir's permissions: it becomes the tree
     try:
         _write_problems(built, spec, _default_workers(spec) if workers is None else workers)
     except BaseException:

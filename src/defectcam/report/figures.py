@@ -1,10 +1,14 @@
-"""Figures: CAM grids (input | ground truth | one overlay per layer) and threshold curves, as PNG."""
+"""Figures: CAM grids (input | ground truth | one overlay per layer) and threshold curves, as PNG.
+
+A method has one colour in every figure (METHOD_COLOURS, from the project's known methods); titles and long axis
+labels are wrapped to the space they have and laid out by constrained layout, so no two texts touch."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import matplotlib
 
@@ -12,8 +16,14 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.textpath import TextToPath  # noqa: E402
 
+from defectcam.cams.methods import METHODS  # noqa: E402
+from defectcam.fullres import DECODER_METHODS, REFERENCE_METHODS  # noqa: E402
 from defectcam.io import atomic_path  # noqa: E402
+from defectcam.localization.baselines import BASELINES  # noqa: E402
+from defectcam.localization.products import product_method  # noqa: E402
 
 
 def cam_grid(
@@ -54,14 +64,24 @@ def cam_grid(
     return fig
 
 
+TITLE_GAP = 0.08  # inches of space (constrained layout's h_pad) between a figure's title and its panels' titles
+
+
 def overlay_strip(images: np.ndarray, truths: np.ndarray, maps: np.ndarray, predicted: np.ndarray, labels: list[str],
                   title: str) -> plt.Figure:
     """One panel per image: the input, a jet heat map of its [0,1] map, the predicted mask's outline (red) and the
-    ground truth's (lime). images (n, h, w) uint8; truths, maps, predicted (n, H, W), drawn over the same extent."""
+    ground truth's (lime). images (n, h, w) uint8; truths, maps, predicted (n, H, W), drawn over the same extent.
+    Panel labels and the title are wrapped to the width they have; the figure grows by the lines they take."""
     n = len(images)
     height, width = truths.shape[1:]
     extent = (0, width, height, 0)
-    fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.7), squeeze=False)
+    panel = 2.3  # inches per panel
+    labels = [wrap_text(label, panel - 0.15, 8) for label in labels]
+    title = wrap_text(title, panel * n - 0.2, 9)
+    label_lines = max((label.count("\n") + 1 for label in labels), default=1)
+    figure_height = panel + 0.2 + 2 * TITLE_GAP + _line_height(9) * (title.count("\n") + 1) + _line_height(8) * label_lines
+    fig, axes = plt.subplots(1, n, figsize=(panel * n, figure_height), squeeze=False, layout="constrained")
+    fig.get_layout_engine().set(h_pad=TITLE_GAP)
     for i, ax in enumerate(axes[0]):
         ax.imshow(images[i], cmap="gray", vmin=0, vmax=255, extent=extent)
         ax.imshow(maps[i], cmap="jet", alpha=0.35, vmin=0.0, vmax=1.0, extent=extent)
@@ -72,7 +92,6 @@ def overlay_strip(images: np.ndarray, truths: np.ndarray, maps: np.ndarray, pred
         ax.set_yticks([])
         ax.set_title(labels[i], fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     return fig
 
 
@@ -86,36 +105,150 @@ LINEAR_BELOW = 1e-3  # the threshold axis is linear below this, logarithmic abov
 
 
 def threshold_curves(curves: pd.DataFrame, title: str, x: str = "threshold", scores: tuple[str, ...] = ("miou", "all_miou")) -> plt.Figure:
-    """Scores against threshold, one panel per score: a colour per method, a line style per layer
-    (baselines grey). The threshold axis is logarithmic above 1e-3, so optima at 0.005 are as
-    visible as optima at 0.5."""
+    """Scores against threshold, one panel per score: a colour per method (method_colours: the same in every
+    figure), a line style per layer (baselines grey), one legend right of the panels. The threshold axis is
+    logarithmic above 1e-3, so optima at 0.005 are as visible as optima at 0.5."""
     scores = tuple(s for s in scores if s in curves.columns)
-    fig, axes = plt.subplots(1, len(scores), figsize=(6.2 * len(scores) + 2, 4.8), squeeze=False)
+    size = (6.2 * len(scores) + 2, 4.8)
+    fig, axes = plt.subplots(1, len(scores), figsize=size, squeeze=False, layout="constrained")
     methods = list(dict.fromkeys(curves["method"]))
-    # One style per single layer (layer1..layer4, layer3.4, ...); fused maps have a colour of their own.
+    baselines = [m for m in methods if _is_baseline(curves, m)]
+    colours = method_colours(m for m in methods if m not in baselines)
+    # One style per single layer (layer1..layer4, layer3.4, ...); the other entries (fusions, decoders, baselines)
+    # have a style of their own, stable as their colour is.
     layers = sorted(layer for layer in set(curves["layer"]) if layer != "-" and "+" not in layer)
-    coloured = [m for m in methods if not _is_baseline(curves, m)]
-    # tab10 as ever up to 10 methods; more (CAMs, fusions, decoders and their products) get tab20, cycled past 20
-    palette = plt.get_cmap("tab10" if len(coloured) <= 10 else "tab20").colors
-    colours = dict(zip(coloured, itertools.cycle(palette)))
+    known_baselines = list(BASELINES)
+    baseline_order = known_baselines + sorted(set(baselines) - set(known_baselines))
+    own_layers = {m: sorted(set(curves.loc[curves["method"] == m, "layer"]) - set(layers)) for m in methods}
     styles = ["-", "--", ":", "-."]
+
+    def style(method: str, layer: str) -> str:
+        if method in baselines:
+            return styles[baseline_order.index(method) % 4]
+        if layer in layers:
+            return styles[layers.index(layer) % 4]
+        return styles[(_palette_slot(colours[method]) + own_layers[method].index(layer)) % 4]
+
+    title = wrap_text(title, 0.9 * size[0], 10)
+    # a y label wraps to the height of its panel: the figure's less its title, the x axis's ticks and label and pads
+    label_width = max(size[1] - 1.0 - _line_height(10) * (title.count("\n") + 1), 1.5)
     for ax, y in zip(axes[0], scores):
         for (method, layer), group in curves.groupby(["method", "layer"], sort=False):
             group = group.sort_values(x)
-            baseline = _is_baseline(curves, method)
+            baseline = method in baselines
             ax.plot(group[x], group[y], label=method if baseline else f"{method} {layer}",
-                    color="0.55" if baseline else colours[method],
-                    linestyle=styles[methods.index(method) % 4] if baseline or layer not in layers else styles[layers.index(layer) % 4],
+                    color=BASELINE_COLOUR if baseline else colours[method], linestyle=style(method, layer),
                     marker="." if len(group) < 20 else None, linewidth=1.0 if baseline else 1.4)
         ax.set_xscale("symlog", linthresh=LINEAR_BELOW, linscale=0.3)
         ax.set_xlim(0, 1)
         ax.set_xlabel(f"{x} (log scale above {LINEAR_BELOW:g})")
-        ax.set_ylabel(_SCORE_LABELS.get(y, y))
+        ax.set_ylabel(wrap_text(_SCORE_LABELS.get(y, y), label_width, plt.rcParams["axes.labelsize"]))
         ax.grid(alpha=0.3, which="both")
-    axes[0][-1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=6, ncol=2, loc="outside right center")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
+
+
+# Colours. tab20 without its grey pair (grey is the baselines'): 9 strong colours, then their 9 light partners.
+_TAB20 = plt.get_cmap("tab20").colors
+_GREY_PAIR = 7
+STRONG = tuple(_TAB20[2 * i] for i in range(10) if i != _GREY_PAIR)
+LIGHT = tuple(_TAB20[2 * i + 1] for i in range(10) if i != _GREY_PAIR)
+PALETTE = STRONG + LIGHT
+BASELINE_COLOUR = "0.55"
+REFERENCE_COLOUR = "black"  # the decoder trained on true masks: a reference, not a result
+# cam.fusions' names in conf/cam/default.yaml (a multiplicative fusion also yields <name>_geometric)
+FUSION_METHODS = ("layercam_fused", "multiplicative", "multiplicative_geometric")
+
+
+def _known_colours() -> dict[str, tuple[float, float, float] | str]:
+    """Every known method's colour: a CAM method the strong colour of its position in METHODS, its product with the
+    decoder (fullres_x_<cam>) the light shade of the same hue, then the fusions and the weak decoder the next free
+    colours, the reference decoder black."""
+    colours: dict[str, tuple[float, float, float] | str] = {m: REFERENCE_COLOUR for m in REFERENCE_METHODS}
+    paired = METHODS[: len(STRONG)]
+    for i, method in enumerate(paired):
+        colours[method], colours[product_method(method)] = STRONG[i], LIGHT[i]
+    rest = [*FUSION_METHODS, *(m for m in DECODER_METHODS.values() if m not in colours), *METHODS[len(paired):],
+            *(product_method(m) for m in METHODS[len(paired):])]
+    free = [c for c in PALETTE if c not in colours.values()]
+    for i, method in enumerate(m for m in rest if m not in colours):
+        colours[method] = free[i] if i < len(free) else PALETTE[i % len(PALETTE)]
+    return colours
+
+
+METHOD_COLOURS: Mapping[str, tuple[float, float, float] | str] = MappingProxyType(_known_colours())
+
+
+def method_colours(methods: Iterable[str]) -> dict[str, tuple[float, float, float] | str]:
+    """method -> colour for the methods one figure draws. A known method (METHOD_COLOURS) has its colour in every
+    figure; any other (a renamed fusion, say), in name order, takes the colours no known method has, then those of
+    the known methods absent here, then those again (past 18): so figures drawing the same methods agree."""
+    methods = list(dict.fromkeys(methods))
+    colours = {m: METHOD_COLOURS[m] for m in methods if m in METHOD_COLOURS}
+    known, drawn = set(METHOD_COLOURS.values()), set(colours.values())
+    spare = [c for c in PALETTE if c not in known] + [c for c in PALETTE if c in known and c not in drawn]
+    for i, method in enumerate(sorted(m for m in methods if m not in colours)):
+        colours[method] = spare[i % len(spare)] if spare else PALETTE[i % len(PALETTE)]
+    return colours
+
+
+def _palette_slot(colour: tuple[float, float, float] | str) -> int:
+    return PALETTE.index(colour) if colour in PALETTE else 0
+
+
+def wrap_text(text: str, width: float, fontsize: float | str) -> str:
+    """`text` with line breaks so that no line is wider than `width` inches at `fontsize` (points or a name such as
+    'medium'), measured with matplotlib's default font: as few lines as greedy breaking needs, evened out (a
+    two-line label breaks near its middle). Breaks at spaces, inside a too long word after '_' or '/'; its own
+    line breaks are kept."""
+    lines = []
+    for paragraph in text.split("\n"):
+        greedy = _wrap_paragraph(paragraph, width, fontsize)
+        # the narrowest width that needs no more lines than `width` does, never splitting a word that fits `width`
+        words = [w for w in (_text_width(word, fontsize) for word in paragraph.split(" ")) if w <= width]
+        low, high = max(words, default=0.0), width
+        if len(_wrap_paragraph(paragraph, low, fontsize)) <= len(greedy):
+            high = low
+        for _ in range(12 if high > low else 0):
+            middle = (low + high) / 2
+            if len(_wrap_paragraph(paragraph, middle, fontsize)) <= len(greedy):
+                high = middle
+            else:
+                low = middle
+        lines += _wrap_paragraph(paragraph, high, fontsize)
+    return "\n".join(lines)
+
+
+def _wrap_paragraph(paragraph: str, width: float, fontsize: float | str) -> list[str]:
+    """Greedy line breaking of one paragraph (no line breaks in it) at `width` inches."""
+    lines, line = [], ""
+    for word in paragraph.split(" "):
+        pieces = [word] if _text_width(word, fontsize) <= width else re.findall(r"[^_/]+[_/]?|[_/]", word)
+        for k, piece in enumerate(pieces):
+            glue = " " if k == 0 and line else ""
+            if line and _text_width(line + glue + piece, fontsize) > width:
+                lines.append(line)
+                line = piece
+            else:
+                line += glue + piece
+    return [*lines, line]
+
+
+def _text_width(text: str, fontsize: float | str) -> float:
+    """The width in inches of one line of text at `fontsize`."""
+    prop = FontProperties(size=fontsize)
+    width, _, _ = _TEXT_PATHS.get_text_width_height_descent(text, prop, ismath=False)
+    return 1.03 * width / 72.0  # the renderer's hinted text is up to 2 % wider than its path
+
+
+def _line_height(fontsize: float) -> float:
+    """Inches one line of text takes (matplotlib's default line spacing, 1.2)."""
+    return 1.2 * fontsize / 72.0
+
+
+_TEXT_PATHS = TextToPath()
 
 
 _SCORE_LABELS = {

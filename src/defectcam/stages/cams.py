@@ -22,7 +22,7 @@ from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, figure_array, save_figure
 from defectcam.stages.common import best_checkpoint, inference_device, trained_problem
 from defectcam.stages.data import prepare_data
-from defectcam.stages.settings import output_dir
+from defectcam.stages.settings import output_dir, setting_change
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,14 @@ def stale_reason(recorded: dict[str, Any] | None, wanted: dict[str, Any], made: 
     """Why a recorded meta does not describe what is wanted now (None when it does); `made`: when the cache was made."""
     if recorded is None:
         return "its meta file is missing"
-    changed = [key for key in wanted if recorded.get(key) != wanted[key]]
-    if not changed:
+    # Both sides' keys: a cache made with cam.tta=flips records a tta that a tta=none meta leaves out (cam_meta),
+    # and comparing only the wanted keys once passed flipped CAMs off as fresh for tta=none.
+    change = setting_change(recorded, wanted, {"tta": "none"})
+    if change is None:
         return None
-    key = changed[0]
-    if key == "checkpoint_sha1":
+    if change[0] == "checkpoint_sha1":
         return f"best.ckpt changed since {made} (retrained?)"
-    return f"{key} was {recorded.get(key)!r}, now {wanted[key]!r}"
+    return change[1]
 
 
 def refuse_or_warn(cfg: DictConfig, cache_path: Path, reason: str, stage: str, warning: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from defectcam.data.prepare import problem_dir
 from defectcam.errors import ConfigError, DatasetError, StageOrderError, StaleInputError
 from defectcam.evaluation.classification import logit_margin
 from defectcam.export import EXPORT_FORMAT, FILES as EXPORT_FILES, FOLDER as EXPORT_FOLDER
-from defectcam.io import read_json, write_json
+from defectcam.io import read_json, temp_dir, write_json
 from defectcam.localization.ellipse import analysis_maps, largest_component_ellipses
 from defectcam.fullres import DECODER_METHODS
 from defectcam.fullres.maps import defect_probabilities, probability_scoring_maps
@@ -345,7 +344,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     paths = collect_inputs(str(cfg.predict.input))
     problems = problems_of(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    work = temp_dir(target.parent, prefix=f".{target.name}.partial-")  # renamed into place: a plain mkdir's permissions
     try:
         done, errors = 0, []
         for problem in problems:

@@ -88,13 +88,13 @@ def run_report(cfg: DictConfig) -> dict[str, str]:
     quoted = pd.DataFrame(QUOTED_LOCALIZATION)
     write_table(quoted, tables, "localization_quoted", "Quoted from the reference study (not measured here)", percent_columns=["miou"])
     if cfg.report.html:
-        write_text(out / "report.html", build_html(cfg, dirs, classification, summary, localization, matrix, quoted))
+        write_text(out / "report.html", build_html(cfg, dirs, classification, summary, localization, matrix, quoted, out))
     log.info("report: %s", out / "report.html")
     return {"tables": str(tables), "html": str(out / "report.html")}
 
 
 def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFrame, summary: pd.DataFrame,
-               localization: pd.DataFrame, matrix: pd.DataFrame, quoted: pd.DataFrame) -> str:
+               localization: pd.DataFrame, matrix: pd.DataFrame, quoted: pd.DataFrame, page_dir: Path | None = None) -> str:
     """The page: the answer first (summary), then heat tables, curves, classification, CAM grids, quoted numbers."""
     note = selection_note(cfg)
     shown = with_intervals(summary, INTERVAL_SCORES)
@@ -103,7 +103,7 @@ def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFr
     answer = [f"<p class='lead'>{html.escape(sentences.get(problem, f'Problem {problem}: no CAM entry was scored.'))}</p>"
               for problem in dirs]
     answer += [image_tag(folder / "figures" / STRIP_FILE, f"problem {problem}: the chosen entry on test images (best, median "
-                         f"and worst defective by IoU; one defect-free)") for problem, folder in dirs.items()]
+                         f"and worst defective by IoU; one defect-free)", page_dir) for problem, folder in dirs.items()]
     sections = [("The answer", "\n".join(answer) + f"<p class='note'>{note} The classifier decides by "
                  f"evaluate.decision={cfg.evaluate.decision}.</p>"
                  + collapsible("Per problem and gate: the entry chosen on validation (by mIoU, by all-mIoU), its test scores "
@@ -117,16 +117,16 @@ def build_html(cfg: DictConfig, dirs: dict[int, Path], classification: pd.DataFr
     sections.append(("Method x layer: test mIoU (mean over problems)", "\n".join(heat)))
     sections.append(("All entries, mean over problems (test; [low, high]: 95 % interval of the mean over problems)",
                      collapsible(f"{len(matrix)} entries x gate x post-process", table_html(with_intervals(matrix, INTERVAL_SCORES), PERCENT))))
-    curves = [image_tag(folder / "figures" / "threshold_curves.png", f"problem {problem}: validation scores vs threshold")
+    curves = [image_tag(folder / "figures" / "threshold_curves.png", f"problem {problem}: validation scores vs threshold", page_dir)
               for problem, folder in dirs.items()]
     sections.append(("Threshold curves (validation; log threshold axis above 0.001)", "\n".join(curves)))
     sections.append(("Classification (test split)", collapsible(
         f"per problem: the decision margin > decision_threshold (evaluate.decision={cfg.evaluate.decision}), the argmax's "
         f"scores as *_argmax", table_html(classification_display(classification), percent=False), open_=True)))
     for problem, folder in dirs.items():
-        figures = [image_tag(folder / "figures" / f"cams_{m}.png", f"problem {problem}: {m}") for m in cfg.cam.methods]
+        figures = [image_tag(folder / "figures" / f"cams_{m}.png", f"problem {problem}: {m}", page_dir) for m in cfg.cam.methods]
         if (folder / "figures" / "fullres.png").is_file():
-            figures.append(image_tag(folder / "figures" / "fullres.png", f"problem {problem}: full-resolution maps and their starting CAM"))
+            figures.append(image_tag(folder / "figures" / "fullres.png", f"problem {problem}: full-resolution maps and their starting CAM", page_dir))
         sections.append((f"Problem {problem}: CAMs on defective test images", "\n".join(figures)))
     sections.append(("Quoted from the reference study (not measured here; mIoU in percent)", table_html(quoted, percent=True)))
     problems = f"problem{'s' if len(dirs) > 1 else ''} {', '.join(str(p) for p in dirs)}"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,11 +35,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "on_stale": ("recompute", "error"),
     "evaluate.decision": DECISIONS,
     "fullres.tta": tuple(TTA_SETS),
+    "predict.gate": GATES,
+    "predict.postprocess": POSTPROCESSES,
 }
 FULLRES_SUPERVISIONS = ("cams", "masks")
 DECODER_BLOCKS = (1, 5)  # the U-Net decoder climbs from layer4 (stride 32): 1..5 blocks, 5 reaching the input's scale
 # DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
 DAGM_PROBLEMS: tuple[int, ...] = tuple(range(1, 11))
+MIN_IMAGE_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seeds are unsigned 32-bit
 
 
 def validate(cfg: DictConfig) -> None:
@@ -53,7 +58,9 @@ def validate(cfg: DictConfig) -> None:
     problems = problems_of(cfg)
     if not problems or any(p not in DAGM_PROBLEMS for p in problems):
         raise ConfigError(f"data.problems: {problems} must be a non-empty list of DAGM class numbers (1..10)")
+    _check_sizes(cfg)
     _check_number(cfg, "localize.n_thresholds", minimum=2, integer=True)
+    _check_thresholds(cfg, "localize.fixed_thresholds")
     _check_number(cfg, "localize.bootstrap", minimum=1, integer=True)
     if cfg.localize.threads is not None:
         _check_number(cfg, "localize.threads", minimum=1, integer=True)
@@ -69,10 +76,32 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"data.mean_std: no [mean, std] for problem(s) {missing} (data.normalization=fixed)")
 
 
+def _check_sizes(cfg: DictConfig) -> None:
+    """Image size, batch sizes, workers and seeds: integers in range (a 0 would fail deep inside cv2 or torch)."""
+    _check_number(cfg, "data.image_size", minimum=MIN_IMAGE_SIDE, integer=True)
+    for key in ("data.batch_size", "data.eval_batch_size", "cam.batch_size", "predict.batch_size"):
+        _check_number(cfg, key, minimum=1, integer=True)
+    for key in ("data.num_workers", "cam.figure_images"):
+        _check_number(cfg, key, minimum=0, integer=True)
+    for key in ("seed", "data.split_seed"):
+        _check_number(cfg, key, minimum=0, maximum=MAX_SEED, integer=True)
+
+
+def _check_thresholds(cfg: DictConfig, key: str) -> None:
+    """A list of thresholds on the scoring maps, which are normalized to [0, 1] (an empty list is fine)."""
+    values = to_plain(OmegaConf.select(cfg, key))
+    if not isinstance(values, list):
+        raise ConfigError(f"{key}: {values!r} must be a list of numbers in [0, 1], e.g. {key}=[0.5]")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:  # NaN fails too
+            raise ConfigError(f"{key}: {value!r} must be a number in [0, 1], the scoring maps' range")
+
+
 def _check_number(cfg: DictConfig, key: str, minimum: float, maximum: float | None = None, integer: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum or (maximum is not None and value > maximum):
+    if (isinstance(value, bool) or not isinstance(value, kind) or (isinstance(value, float) and not math.isfinite(value))
+            or value < minimum or (maximum is not None and value > maximum)):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ConfigError(f"{key}: {value!r} must be {'an integer' if integer else 'a number'} {bounds}")
 
@@ -293,6 +322,30 @@ def train_signature(cfg: DictConfig) -> dict[str, Any]:
             "trainer.strategy", "data.image_size", "data.augment", "data.sampler", "data.batch_size",
             "data.normalization", "train.monitor", "train.early_stopping", "seed")
     return {key: to_plain(OmegaConf.select(cfg, key)) for key in keys}
+
+
+def setting_change(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
+                   omitted: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    """(key, "<key> was <recorded value>, now <wanted value>") for the first setting whose recorded value differs
+    from the wanted one (wanted's keys first, then keys only the record has), or None when they agree.
+
+    `omitted`: values a meta leaves out at their default (cam_meta writes no tta for tta=none, so caches made before
+    cam.tta existed stay valid); a missing key reads as that value. A key missing without one reads 'not recorded'
+    (a meta of an older defectcam) or 'not set', never Python's None.
+    """
+    omitted = omitted or {}
+    missing = object()
+
+    def value_of(meta: Mapping[str, Any], key: str) -> Any:
+        return meta[key] if key in meta else omitted.get(key, missing)
+
+    for key in {**wanted, **recorded}:
+        was, now = value_of(recorded, key), value_of(wanted, key)
+        if was != now:
+            was_text = "not recorded" if was is missing else repr(was)
+            now_text = "not set" if now is missing else repr(now)
+            return key, f"{key} was {was_text}, now {now_text}"
+    return None
 
 
 def to_plain(value: Any) -> Any:

@@ -63,9 +63,8 @@ def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], No
         # printing a multi-line report, so composition errors become one line too.
         os.environ[_TRACEBACK] = "1" if user_full_error else "0"
         os.environ[_FULL_ERROR] = "1"
-        if not any(arg.startswith("hydra.job.name=") for arg in sys.argv[1:]):
-            # Name Hydra's run folders after the stage (it would take this module's name).
-            sys.argv.append(f"hydra.job.name={name}")
+        # Name Hydra's run folders after the stage (it would take this module's name).
+        sys.argv[1:] = with_job_name(sys.argv[1:], name)
         try:
             hydra_task()
         except (hydra.errors.HydraException, OmegaConfBaseException) as exc:
@@ -78,6 +77,41 @@ def stage_entry(name: str, task: Callable[[DictConfig], Any]) -> Callable[[], No
                 os.environ.pop(_FULL_ERROR, None)
 
     return main
+
+
+# Hydra's flags that take the next argument as their value (--info takes one only from its choices).
+_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                          "--config-dir", "-cd", "--experimental-rerun"})
+_OPTIONAL_VALUE_FLAGS = {("--info", "-i"): frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})}
+
+
+def with_job_name(args: list[str], name: str) -> list[str]:
+    """The user's arguments with `hydra.job.name=<name>` among their overrides, unless they set it.
+
+    Hydra's parser takes the overrides as one run of positional arguments: one appended after a flag
+    (`... -m`, `... --cfg job`) would start a second run and be refused, so it goes before the first override."""
+    if any(arg.startswith("hydra.job.name=") for arg in args):
+        return list(args)
+    position, index, bare_optional = len(args), 0, None
+    while index < len(args):
+        arg = args[index]
+        if arg in _VALUE_FLAGS:
+            index += 2
+            continue
+        choices = next((choices for flags, choices in _OPTIONAL_VALUE_FLAGS.items() if arg in flags), None)
+        if choices is not None:
+            has_value = index + 1 < len(args) and args[index + 1] in choices
+            bare_optional = None if has_value else index
+            index += 2 if has_value else 1
+            continue
+        if not arg.startswith("-"):
+            position = index
+            break
+        bare_optional = None
+        index += 1
+    if bare_optional is not None and bare_optional == position - 1:
+        position = bare_optional  # right after a bare `--info`, the name would be read as its value
+    return [*args[:position], f"hydra.job.name={name}", *args[position:]]
 
 
 def fold_hydra_message(message: str) -> str:

@@ -21,7 +21,7 @@ from defectcam.data.datamodule import JITTER_LIMIT, DefectDataModule
 from defectcam.data.device_batches import DeviceImages, use_device_cache
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError, ModelError, one_line
-from defectcam.io import read_json, write_json
+from defectcam.io import finite_or_null, read_json, write_json
 from defectcam.models.backbone import build_backbone
 from defectcam.models.checkpoint_io import checkpoint_io, use_async_checkpoints
 from defectcam.models.checkpoints import SETTINGS_KEY, BestAndLastCheckpoint, EarlyStoppingFrom, monitor_mode
@@ -115,6 +115,11 @@ def check_train_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.accelerator: {cfg.trainer.accelerator!r} asks for a GPU, but torch sees no CUDA device "
                           f"here; use trainer=cpu (or trainer.accelerator=auto)")
     switch_value(cfg.trainer.fused_optimizer, "trainer.fused_optimizer")
+    epochs = cfg.trainer.max_epochs
+    # 0 would "finish" without a best.ckpt (evaluate then asks for training, and train says it is done); Lightning's
+    # -1 (no limit) leaves the schedule and early stopping's start_fraction nothing to be a fraction of.
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"trainer.max_epochs: {epochs!r} must be an integer >= 1")
     use_async_checkpoints(cfg.train.async_checkpoints, str(cfg.trainer.accelerator))
     every = cfg.train.last_every_n_epochs
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -141,11 +146,21 @@ def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[fl
     return datamodule
 
 
+
+def _shown(value: float | None) -> str:
+    """A summary number for the log: 4 decimals, or 'undefined' where the summary holds null."""
+    return "undefined" if value is None else f"{value:.4f}"
+
 def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one problem; returns its train_summary."""
     out = problem_dir(output_dir(cfg), data.problem)
     summary_path, ckpt_dir = out / "train_summary.json", out / "checkpoints"
     signature = train_signature(cfg)
+    if summary_path.is_file() and not (ckpt_dir / "best.ckpt").is_file():
+        # A summary without its model (an older defectcam's 0-epoch run): not done, or evaluate and train send the
+        # user to each other. Removed first, so a stopped retraining cannot leave it beside a partial best.ckpt.
+        log.warning("problem %d: %s has no best.ckpt beside it; training again", data.problem, summary_path)
+        summary_path.unlink(missing_ok=True)
     if summary_path.is_file() and not cfg.train.force:
         summary = read_json(summary_path)
         check_signature(summary_path, summary.get("train_config", {}), signature)
@@ -169,6 +184,11 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     trainer.fit(module, datamodule=train_datamodule(cfg, data, normalization), ckpt_path=str(resume) if resume else None)
     # Rank 0 finished its checkpoint writes in fit's teardown; no rank reads best.ckpt before that.
     trainer.strategy.barrier("checkpoints written")
+    if checkpoint.best_epoch < 0:
+        # Every val/loss was NaN (diverged), or nothing was validated: a summary now would mark the problem trained
+        # with no best.ckpt, and evaluate would send the user back to train, which would say it is done.
+        raise ModelError(f"problem {data.problem}: no validation in {trainer.current_epoch} epoch(s) gave a usable val/loss, "
+                         "so no best.ckpt was written (diverged? check optim.*); retrain with train.force=true")
     summary = {
         "problem": data.problem,
         "epochs": int(trainer.current_epoch),
@@ -185,10 +205,12 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "normalization": list(normalization),
         "train_config": signature,
     }
+    summary = finite_or_null(summary)  # val/auc is NaN when validation lacks a class: null in strict JSON
     if trainer.is_global_zero:
         write_json(summary_path, summary)
-    log.info("problem %d: best val accuracy %.4f (epoch %d), %.1f s on %s", data.problem, summary["best_val_accuracy"],
-             summary["best_epoch"], summary["train_time_s"], summary["device"])
+    log.info("problem %d: best epoch %d by %s (val accuracy %s, AUC %s, loss %s), %.1f s on %s", data.problem,
+             summary["best_epoch"], summary["monitor"], *(_shown(summary[key]) for key in ("best_val_accuracy", "best_val_auc",
+             "best_val_loss")), summary["train_time_s"], summary["device"])
     return summary
 
 
