@@ -124,3 +124,19 @@ def test_predict_output_folder_gets_the_umask_permissions(compose_cfg, tmp_path:
     assert (target / "predictions.csv").is_file()
     assert target.stat().st_mode & 0o777 == 0o777 & ~umask_027  # mkdtemp's 0o700 before
     assert temp_dir(tmp_path, prefix="x").stat().st_mode & 0o777 == 0o750  # the helper the synthetic tree uses too
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "cams", "fullres", "localize"])
+def test_a_stage_after_training_names_the_untrained_problem_before_any_data_work(compose_cfg, tmp_path: Path,
+                                                                                stage: str) -> None:
+    """It once generated, split and cached every problem (38 MB for the synthetic six) before saying so."""
+    import importlib
+
+    from defectcam.errors import StageOrderError
+
+    out = tmp_path / "out"
+    cfg = compose_cfg(f"paths.output_dir={out}", f"data.root={tmp_path / 'data'}", "data.problems=[1,2]")
+    run = getattr(importlib.import_module(f"defectcam.stages.{stage}"), f"run_{stage}")
+    with pytest.raises(StageOrderError, match=r"problem_1/train_summary\.json: problem 1 has not finished training"):
+        run(cfg)
+    assert not out.exists() and not (tmp_path / "data").exists()

@@ -342,3 +342,13 @@ def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_pa
 
     assert train_time("flips") == 12345.0 and train_time("no_negatives") != 12345.0
     assert "flips" in set(test["variant"])
+
+
+def test_the_decoders_progress_bar_names_the_decoder_not_a_cut_version() -> None:
+    from types import SimpleNamespace
+
+    from defectcam.stages.fullres import DecoderProgressBar
+
+    trainer = SimpleNamespace(loggers=[SimpleNamespace(version="layercam_layer2")], progress_bar_metrics={"train/loss": 0.5})
+    bar = DecoderProgressBar("layercam_layer2")
+    assert bar.get_metrics(trainer, None) == {"train/loss": 0.5}  # Lightning's own bar adds v_num 'yer2'

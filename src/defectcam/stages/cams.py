@@ -20,7 +20,7 @@ from defectcam.errors import StageOrderError, StaleInputError
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, figure_array, save_figure
-from defectcam.stages.common import best_checkpoint, inference_device, trained_problem
+from defectcam.stages.common import best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import output_dir, setting_change
 from defectcam.stages.shell import stage_entry
@@ -169,6 +169,7 @@ def draw_figures(cfg: DictConfig, data: ProblemData, part: dict[str, Any], out: 
 
 def run_cams(cfg: DictConfig) -> None:
     """The cams stage over every problem."""
+    require_all_trained(cfg)
     for data in prepare_data(cfg).values():
         cams_problem(cfg, data)
 

@@ -14,7 +14,7 @@ from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import StageOrderError
 from defectcam.models.loading import load_classifier
 from defectcam.models.module import DefectClassifier
-from defectcam.stages.settings import output_dir
+from defectcam.stages.settings import output_dir, problems_of, validate
 
 
 def inference_device(cfg: DictConfig) -> torch.device:
@@ -55,11 +55,25 @@ def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[floa
     )
 
 
+def require_trained(cfg: DictConfig, problem: int) -> None:
+    """One line when a problem has not finished training (best.ckpt of an unfinished run is not a result)."""
+    summary = problem_dir(output_dir(cfg), problem) / "train_summary.json"
+    if not summary.is_file():
+        raise StageOrderError(f"{summary}: problem {problem} has not finished training; run the train stage (make train)")
+
+
+def require_all_trained(cfg: DictConfig) -> None:
+    """require_trained for every problem asked for, before the data stage's work: a stage after training once
+    indexed, split and cached every problem (minutes on real DAGM) only to say the first was not trained.
+    The settings are checked first, so a typo is still named as a typo."""
+    validate(cfg)
+    for problem in problems_of(cfg):
+        require_trained(cfg, problem)
+
+
 def trained_problem(cfg: DictConfig, data: ProblemData, device: torch.device) -> tuple[DefectClassifier, DefectDataModule]:
     """The best classifier of a problem on `device` and a DataModule normalized as it was trained."""
-    summary = problem_dir(output_dir(cfg), data.problem) / "train_summary.json"
-    if not summary.is_file():  # best.ckpt of an unfinished run is not a result
-        raise StageOrderError(f"{summary}: problem {data.problem} has not finished training; run the train stage (make train)")
+    require_trained(cfg, data.problem)
     module = load_classifier(best_checkpoint(cfg, data.problem)).to(device)
     if device.type == "cuda" and cfg.trainer.channels_last:
         module.net.to(memory_format=torch.channels_last)

@@ -19,7 +19,7 @@ from defectcam.evaluation.latency import batched_predictions, per_image_latency_
 from defectcam.errors import StaleInputError
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.models.loading import file_sha1
-from defectcam.stages.common import autocast_for, best_checkpoint, inference_device, trained_problem
+from defectcam.stages.common import autocast_for, best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import output_dir, to_plain
 from defectcam.stages.shell import stage_entry
@@ -159,6 +159,7 @@ def write_predictions(path: Path, image_ids: Sequence[str], labels: torch.Tensor
 
 def run_evaluate(cfg: DictConfig) -> None:
     """The evaluate stage over every problem (returns nothing: test metrics are never a sweep objective)."""
+    require_all_trained(cfg)
     for data in prepare_data(cfg).values():
         evaluate_problem(cfg, data)
 

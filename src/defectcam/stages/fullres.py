@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader, WeightedRandomSampler
@@ -42,7 +43,7 @@ from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining, Deco
 from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, save_figure
 from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason
-from defectcam.stages.common import best_checkpoint, inference_device, trained_problem
+from defectcam.stages.common import best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import fullres_starts, fullres_supervisions, output_dir, to_plain
 from defectcam.stages.shell import stage_entry
@@ -244,6 +245,24 @@ def decoder_network(cfg: DictConfig, net: torch.nn.Module, train_encoder: bool) 
     return FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels), train_encoder)
 
 
+class DecoderProgressBar(TQDMProgressBar):
+    """Lightning's bar, labelled with the decoder it trains. Its defaults said "Epoch 0" (the sampler draws all the
+    steps as one epoch) and showed the logger's version, the decoder's name cut to its last 4 characters, as v_num."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"decoder {self.name}")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+
 def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalization: tuple[float, float], recipe: DecoderRecipe,
                   dataset: DecoderTrainSet, val: tuple[Tensor, Any], name: str) -> DecoderTraining:
     """Train one decoder with Lightning; returns the module holding the best validation state."""
@@ -256,6 +275,7 @@ def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalizatio
         deterministic=cfg.trainer.deterministic,
         logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version=name),
         enable_checkpointing=False, enable_progress_bar=bool(cfg.train.progress_bar), enable_model_summary=False,
+        callbacks=[DecoderProgressBar(name)] if cfg.train.progress_bar else [],
         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=max(1, min(50, recipe.steps // 10)),
     )
     with warnings.catch_warnings():
@@ -429,6 +449,7 @@ def draw_fullres_figure(cfg: DictConfig, data: ProblemData, part: dict[str, Any]
 
 def run_fullres(cfg: DictConfig) -> None:
     """The fullres stage over every problem (nothing to do when fullres.supervision is empty)."""
+    require_all_trained(cfg)
     for data in prepare_data(cfg).values():
         fullres_problem(cfg, data)
 

@@ -38,7 +38,7 @@ from defectcam.localization.protocol import scores_at
 from defectcam.report.figures import save_figure, threshold_curves
 from defectcam.stages.answer_strip import chosen_entry, draw_answer_strip, strip_maps
 from defectcam.stages.cams import fresh_cams, load_cam_cache
-from defectcam.stages.common import inference_device
+from defectcam.stages.common import inference_device, require_all_trained
 from defectcam.stages.evaluate import fresh_metrics
 from defectcam.stages.fullres import fresh_fullres, load_fullres_cache
 from defectcam.stages.data import prepare_data
@@ -244,6 +244,7 @@ def sweep_job(cfg: DictConfig, data: ProblemData, threshold: float, meta: dict[s
 
 def run_localize(cfg: DictConfig, job_dir: Path | None = None) -> float:
     """The localize stage. Returns the mean validation mIoU (what a sweeper may optimize; never test)."""
+    require_all_trained(cfg)
     prepared = prepare_data(cfg)
     # Stale CAMs or decoders are recomputed here, at torch's own thread count, not inside localize's
     # one thread (which would train a decoder on one core of two).
