@@ -70,3 +70,10 @@ def test_the_tag_inlines_the_figure_and_links_the_png_relative_to_the_page(tmp_p
     assert (mime, base64.b64decode(data)) == inline_image(figure.read_bytes())
     assert '<a href="problem_1/figures/cams_layercam.png">' in tag
     assert "not produced" in image_tag(tmp_path / "absent.png", "absent", page_dir=tmp_path)
+
+
+def test_the_link_survives_a_folder_name_a_url_would_cut(tmp_path: Path) -> None:
+    figure = tmp_path / "run #1?" / "figures" / "fullres.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(png_bytes(drawing()))
+    assert '<a href="run%20%231%3F/figures/fullres.png">' in image_tag(figure, "fullres", page_dir=tmp_path)

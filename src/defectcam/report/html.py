@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import os
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def image_tag(path: Path, alt: str, page_dir: Path | None = None) -> str:
     data = base64.b64encode(payload).decode()
     link = ""
     if page_dir is not None:
-        href = Path(os.path.relpath(path, page_dir)).as_posix()
+        href = urllib.parse.quote(Path(os.path.relpath(path, page_dir)).as_posix())  # a '#' or '?' in a folder name
         link = f' (<a href="{html.escape(href)}">{html.escape(href)}</a>)'
     return (f'<figure><img alt="{html.escape(alt)}" src="data:{mime};base64,{data}">'
             f'<figcaption class="note">{html.escape(alt)}{link}</figcaption></figure>')

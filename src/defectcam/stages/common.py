@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def require_all_trained(cfg: DictConfig) -> None:
     indexed, split and cached every problem (minutes on real DAGM) only to say the first was not trained.
     The settings are checked first, so a typo is still named as a typo."""
     validate(cfg)
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) > 0:
+        # A DDP rank Lightning relaunched runs the stages after training too, and may get here before rank 0 has
+        # written the last summary; trained_problem checks each problem when that rank reaches it.
+        return
     for problem in problems_of(cfg):
         require_trained(cfg, problem)
 

@@ -205,7 +205,9 @@ def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         "normalization": list(normalization),
         "train_config": signature,
     }
-    summary = finite_or_null(summary)  # val/auc is NaN when validation lacks a class: null in strict JSON
+    # val/auc is NaN when validation lacks a class: null in strict JSON. Only the scores: the training signature must
+    # stay as given, or the reuse check would compare a recorded null with the run's value.
+    summary.update(finite_or_null({key: summary[key] for key in ("best_val_accuracy", "best_val_loss", "best_val_auc")}))
     if trainer.is_global_zero:
         write_json(summary_path, summary)
     log.info("problem %d: best epoch %d by %s (val accuracy %s, AUC %s, loss %s), %.1f s on %s", data.problem,
