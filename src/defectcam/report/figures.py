@@ -200,25 +200,9 @@ def _palette_slot(colour: tuple[float, float, float] | str) -> int:
 
 def wrap_text(text: str, width: float, fontsize: float | str) -> str:
     """`text` with line breaks so that no line is wider than `width` inches at `fontsize` (points or a name such as
-    'medium'), measured with matplotlib's default font: as few lines as greedy breaking needs, evened out (a
-    two-line label breaks near its middle). Breaks at spaces, inside a too long word after '_' or '/'; its own
-    line breaks are kept."""
-    lines = []
-    for paragraph in text.split("\n"):
-        greedy = _wrap_paragraph(paragraph, width, fontsize)
-        # the narrowest width that needs no more lines than `width` does, never splitting a word that fits `width`
-        words = [w for w in (_text_width(word, fontsize) for word in paragraph.split(" ")) if w <= width]
-        low, high = max(words, default=0.0), width
-        if len(_wrap_paragraph(paragraph, low, fontsize)) <= len(greedy):
-            high = low
-        for _ in range(12 if high > low else 0):
-            middle = (low + high) / 2
-            if len(_wrap_paragraph(paragraph, middle, fontsize)) <= len(greedy):
-                high = middle
-            else:
-                low = middle
-        lines += _wrap_paragraph(paragraph, high, fontsize)
-    return "\n".join(lines)
+    'medium'), measured with matplotlib's default font. Greedy; breaks at spaces, inside a too long word after '_'
+    or '/'; its own line breaks are kept."""
+    return "\n".join(line for paragraph in text.split("\n") for line in _wrap_paragraph(paragraph, width, fontsize))
 
 
 def _wrap_paragraph(paragraph: str, width: float, fontsize: float | str) -> list[str]:
@@ -240,7 +224,7 @@ def _text_width(text: str, fontsize: float | str) -> float:
     """The width in inches of one line of text at `fontsize`."""
     prop = FontProperties(size=fontsize)
     width, _, _ = _TEXT_PATHS.get_text_width_height_descent(text, prop, ismath=False)
-    return 1.03 * width / 72.0  # the renderer's hinted text is up to 2 % wider than its path
+    return 1.06 * width / 72.0  # the renderer's hinted text measured up to 4 % wider than its path
 
 
 def _line_height(fontsize: float) -> float:
