@@ -226,3 +226,26 @@ def test_whole_pipeline_on_a_real_layout_dagm_tree(dagm_root: Path, tmp_path: Pa
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "tables" / "localization.csv")
     assert table["problem"].unique().tolist() == [1] and (out / "report.html").is_file()
+
+
+def test_undefined_scores_are_null_in_metrics_json(pipeline, compose_cfg, tmp_path: Path, monkeypatch) -> None:
+    # A test part without one class makes AUC-ROC NaN; json.dumps would write the bare token NaN, which strict
+    # readers (jq, browsers) reject.
+    import shutil
+
+    from defectcam.stages import evaluate
+
+    out = tmp_path / "out"
+    shutil.copytree(pipeline["out"] / "problem_1", out / "problem_1")
+    scores = evaluate.classification_metrics
+    monkeypatch.setattr(evaluate, "classification_metrics", lambda *a, **k: {**scores(*a, **k), "auc_roc": float("nan")})
+    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
+    cfg = compose_cfg(*overrides, f"paths.output_dir={out}", "data.problems=[1]", "evaluate.force=true")
+    evaluate.run_evaluate(cfg)
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"metrics.json holds {token}")
+
+    metrics = json.loads((out / "problem_1" / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["auc_roc"] is None and 0 <= metrics["accuracy"] <= 1
+    assert metrics["key"] == evaluate.evaluation_key(cfg, 1)  # the key as given: a later run reuses the file

@@ -75,9 +75,9 @@ def undefined_metrics_note(labels: torch.Tensor) -> str | None:
     """A message when a split lacks a class (AUC-ROC and balanced accuracy are then undefined), else None."""
     n_pos = int(labels.sum())
     if n_pos == 0:
-        return "no defective image: AUC-ROC and AP are undefined (NaN), recall is 0"
+        return "no defective image: AUC-ROC and AP are undefined (NaN; null in metrics.json), recall is 0"
     if n_pos == labels.numel():
-        return "no defect-free image: AUC-ROC is undefined (NaN)"
+        return "no defect-free image: AUC-ROC is undefined (NaN; null in metrics.json)"
     return None
 
 

@@ -17,7 +17,7 @@ from defectcam.evaluation.classification import classification_metrics, logit_ma
 from defectcam.evaluation.decision import DECISION_VERSION, decision_rule, decision_threshold
 from defectcam.evaluation.latency import batched_predictions, per_image_latency_ms
 from defectcam.errors import StaleInputError
-from defectcam.io import atomic_path, read_json, write_json
+from defectcam.io import atomic_path, finite_or_null, read_json, write_json
 from defectcam.models.loading import file_sha1
 from defectcam.stages.common import autocast_for, best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
@@ -78,10 +78,13 @@ def evaluate_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         metrics["note"] = note
         log.warning("problem %d, test split: %s", data.problem, note)
     write_predictions(out / "predictions.csv", data.table["image_id"].to_numpy()[rows], labels, p_defect, margin, threshold)
-    write_json(metrics_path, metrics)
+    # AUC-ROC, AP and balanced accuracy are NaN when the test part lacks a class: null in strict JSON. Not the key:
+    # it is compared as recorded.
+    record = {**finite_or_null({k: v for k, v in metrics.items() if k != "key"}), "key": key}
+    write_json(metrics_path, record)
     log.info("problem %d: test accuracy %.4f (decision margin > %.4g; argmax %.4f), AUC-ROC %.4f, latency %.2f ms",
              data.problem, metrics["accuracy"], threshold, metrics["accuracy_argmax"], metrics["auc_roc"], latency_mean)
-    return metrics
+    return record  # as a later run reads it back
 
 
 def stale_metrics(cfg: DictConfig, problem: int) -> tuple[str, str] | None:
