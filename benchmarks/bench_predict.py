@@ -5,10 +5,15 @@ Timed in one run, each several times on the same images (a random-init ResNet at
   predict  — what defectcam-predict does per batch: resize and normalize, one CAM pass (forward + backward to the
              entry's layer), the entry's scoring map at each image's own size, the val-chosen threshold and gate,
              and the mask and overlay PNGs written (predict.stages.Predictor + write_outputs).
-Prints images/s of each and predict / bare.
+Prints images/s of each and predict / bare. Then a product entry's two maps (fullres_x_<cam>: the decoder's
+probabilities and a CAM, `--tta` averaged) on the network-size batch, timed both ways in the same run:
+  apart    — the decoder's pass (defect_probabilities) and the CAM's pass (tta_cams), as before 2026-12-06;
+  shared   — what predict now does: one classifier pass per transform feeds both (fullres/shared_pass.py).
+Prints shared / apart.
 
     python benchmarks/bench_predict.py                         # CPU, ResNet-50, 16 images of 512 px (DAGM's size)
     python benchmarks/bench_predict.py --device cuda --images 64
+    python benchmarks/bench_predict.py --size 256 --images 8 --tta flips     # dagm_cpu's input size and TTA
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectcam.cams.tta import tta_cams
 from defectcam.evaluation.latency import synchronize
+from defectcam.fullres.maps import defect_probabilities
+from defectcam.fullres.network import FullResolutionNet
+from defectcam.fullres.shared_pass import product_sources
 from defectcam.models.backbone import build_backbone
 from defectcam.stages.predict import Entry, Predictor, write_outputs
 
@@ -48,6 +57,7 @@ def main() -> None:
     parser.add_argument("--layer", default="layer2")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tta", default="none", choices=("none", "flips", "dihedral"), help="the product's TTA set")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -72,6 +82,21 @@ def main() -> None:
     print(f"{args.arch}, {n} images of {args.native} px -> {args.size} px, entry layercam {args.layer}, {device}:")
     print(f"bare forward: {n / bare_s:.1f} img/s (1.00x)")
     print(f"predict: {n / predict_s:.1f} img/s ({bare_s / predict_s:.2f}x bare)")
+
+    decoder = FullResolutionNet(net).to(device).eval()  # freezes net: the bare and predict timings are done
+
+    def apart() -> None:
+        with torch.no_grad():
+            defect_probabilities(decoder, batch, args.tta)
+        tta_cams(net, batch, [args.layer], ["gradcampp"], 1, args.tta)
+
+    def shared() -> None:
+        product_sources(decoder, batch, "gradcampp", args.layer, 1, args.tta)
+
+    apart_s = median_seconds(apart, args.repeats, device)
+    shared_s = median_seconds(shared, args.repeats, device)
+    print(f"product maps (fullres_x_gradcampp {args.layer}, tta {args.tta}, {n} images of {args.size} px): "
+          f"a pass each {apart_s:.3f} s, one shared pass {shared_s:.3f} s ({shared_s / apart_s:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
+from cam_models import calibrated_resnet
 from conftest import run_cli
 from defectcam.cams import scoring_maps
+from defectcam.cams.tta import tta_cams
 from defectcam.errors import ConfigError
+from defectcam.fullres.maps import defect_probabilities
+from defectcam.fullres.network import FullResolutionNet
+from defectcam.fullres.shared_pass import product_sources
 from defectcam.localization import Part, Protocol, evaluate_entry
 from defectcam.localization.products import decoder_gate_threshold, gated_product, product_cam, product_method, weak_decoder_maps
 from defectcam.report.figures import threshold_curves
@@ -245,3 +250,24 @@ def test_a_threshold_sweep_scores_the_products_as_the_protocol_does(pipeline, tm
             match = fixed[(fixed["layer"] == row["layer"]) & (fixed["gate"] == row["gate"]) & (fixed["split"] == split)]
             assert row[f"{split}_miou"] == pytest.approx(float(match["miou"].iloc[0]), abs=1e-9)
             assert row[f"{split}_image_false_alarm"] == pytest.approx(float(match["image_false_alarm"].iloc[0]), abs=1e-9)
+
+
+@pytest.mark.parametrize(("tta", "target"), [("none", 1), ("flips", 1), ("flips", "predicted")])
+def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str) -> None:
+    """predict's product: the CAM's own forward pass feeds the decoder, and both maps are those of a pass each."""
+    network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8)).eval()
+    images = torch.randn(3, 3, 64, 64)
+    passes = []
+    handle = network.classifier.layer1.register_forward_hook(lambda *_: passes.append(1))
+    logits, cam, probs = product_sources(network, images, "gradcampp", "layer2", target, tta)
+    shared = len(passes)
+    apart = tta_cams(network.classifier, images, ["layer2"], ["gradcampp"], target, tta)
+    with torch.no_grad():
+        apart_logits, apart_probs = defect_probabilities(network, images, tta)
+    handle.remove()
+    assert shared == (len(passes) - shared) // 2 == {"none": 1, "flips": 4}[tta]  # one classifier pass per transform, not two
+    assert cam.abs().amax() > 0 and 0 < probs.mean() < 1
+    torch.testing.assert_close(cam, apart.maps["gradcampp"]["layer2"], rtol=0, atol=0)
+    torch.testing.assert_close(probs, apart_probs, rtol=0, atol=0)
+    torch.testing.assert_close(logits, apart_logits, rtol=0, atol=0)
+    assert not network.classifier.relu._forward_hooks and not network.classifier.layer2._forward_hooks  # hooks removed

@@ -1,7 +1,8 @@
 """Full-resolution defect maps from image labels: a decoder over a frozen classifier's features.
 
 Pure torch (no Hydra, no Lightning): the network (`network.py`), the training targets drawn from a
-starting CAM (`seeds.py`), the losses (`losses.py`) and probability maps at test time (`maps.py`).
+starting CAM (`seeds.py`), the losses (`losses.py`), probability maps at test time (`maps.py`) and a product
+entry's two maps from one classifier pass (`shared_pass.py`).
 Nothing is imported here, so that reading the names below costs no import of the decoder's library.
 """
 

@@ -40,6 +40,7 @@ from defectcam.io import read_json, temp_dir, write_json
 from defectcam.localization.ellipse import analysis_maps, largest_component_ellipses
 from defectcam.fullres import DECODER_METHODS
 from defectcam.fullres.maps import defect_probabilities, probability_scoring_maps
+from defectcam.fullres.shared_pass import product_sources
 from defectcam.localization.entries import BASELINE_LAYER, entry_scoring_maps, entry_sources, fusions_from
 from defectcam.localization.products import WEAK_DECODER, gated_product, product_cam
 from defectcam.models.loading import file_sha1, load_classifier
@@ -158,7 +159,9 @@ class Predictor:
 
     A CAM entry computes its CAMs (a forward and a backward pass); a decoder entry (`decoder`: the classifier and
     the fullres stage's decoder as one network) is one forward pass per TTA transform (`decoder_tta`), its
-    probabilities upsampled; a product entry (fullres_x_<cam>) computes both and multiplies them, gated."""
+    probabilities upsampled; a product entry (fullres_x_<cam>) computes both and multiplies them, gated: from one
+    classifier pass per transform when the CAMs and the decoder average over the same TTA set (fullres/shared_pass.py),
+    else from a pass each."""
 
     net: nn.Module
     normalization: tuple[float, float]
@@ -172,6 +175,11 @@ class Predictor:
     decoder_tta: str = "none"  # the decoder's own
     # predict.backend=onnx: the exported model, gray (N, 1, S, S) -> (margins (N,), probabilities (N, S, S))
     exported: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    @property
+    def cam_target(self) -> int | str:
+        """The class the CAMs explain, as the cams stage passes it: 1 (defect) or 'predicted'."""
+        return 1 if self.target == "defect" else "predicted"
 
     def gray_input(self, images: list[np.ndarray]) -> torch.Tensor:
         """(H, W) uint8 images -> (N, 1, S, S) float in [0, 1], resized as training saw them (an exported model's input)."""
@@ -190,14 +198,19 @@ class Predictor:
     def maps(self, tensor: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
         """(N, 3, S, S) on the device -> (logit margins (N,), per image a function size -> its (1, H, W) scoring map)."""
         if self.decoder is not None:
-            with torch.no_grad():
-                logits, probs = defect_probabilities(self.decoder, tensor, self.decoder_tta)
-            probs = probs.cpu()
             cam = product_cam(self.entry.method)
-            if cam is None:
-                return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
-                                                    for j in range(len(probs))]
-            raw = self.cam_maps(tensor, cam, [self.entry.layer])[1][self.entry.layer]
+            if cam is not None and self.tta == self.decoder_tta:  # both maps from one classifier pass per transform
+                with torch.enable_grad():
+                    logits, raw, probs = product_sources(self.decoder, tensor, cam, self.entry.layer, self.cam_target, self.tta)
+                raw, probs = raw.float().cpu(), probs.cpu()
+            else:
+                with torch.no_grad():
+                    logits, probs = defect_probabilities(self.decoder, tensor, self.decoder_tta)
+                probs = probs.cpu()
+                if cam is None:
+                    return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
+                                                        for j in range(len(probs))]
+                raw = self.cam_maps(tensor, cam, [self.entry.layer])[1][self.entry.layer]
             threshold = float(self.entry.decoder_threshold)  # type: ignore[arg-type]  # set for every product entry
             return logit_margin(logits.cpu()), [
                 lambda size, j=j: gated_product(probability_scoring_maps(probs[j : j + 1], size),
@@ -213,7 +226,7 @@ class Predictor:
     def cam_maps(self, tensor: torch.Tensor, method: str, layers: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(N, 3, S, S) on the device -> CPU (logits, layer -> raw CAMs) of one method, as the cams stage made them."""
         with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode; float32, as the cams stage runs
-            result = tta_cams(self.net, tensor, layers, [method], 1 if self.target == "defect" else "predicted", self.tta)
+            result = tta_cams(self.net, tensor, layers, [method], self.cam_target, self.tta)
         return result.logits.float().cpu(), {layer: maps.float().cpu() for layer, maps in result.maps[method].items()}
 
     def __call__(self, images: list[np.ndarray], device: torch.device) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:

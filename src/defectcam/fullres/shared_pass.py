@@ -1,0 +1,70 @@
+"""A product's two maps from one classifier pass: the CAM's forward and backward also feed the decoder.
+
+A product entry (fullres_x_<cam>) multiplies the weak decoder's probabilities by a CAM of the same
+classifier. Computed apart, each runs the classifier's forward pass: the decoder reads the stem and
+layer1..layer4 outputs, the CAM hooks one of them and differentiates the logits. Here the decoder reads
+the outputs the CAM's own forward pass produced (recorded detached, so the decoder adds nothing to the
+backward pass): one forward, one backward and the decoder per transform, instead of two forwards.
+The maps are those of `tta_cams` and `defect_probabilities`; `tests/test_fullres_products.py` holds it to both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from defectcam.cams.extractor import Target, extract_cams
+from defectcam.cams.tta import tta_transforms
+
+# the classifier's modules whose outputs resnet_features returns after the image: the stem (its only top-level
+# ReLU) and the four stages
+FEATURE_MODULES = ("relu", "layer1", "layer2", "layer3", "layer4")
+
+
+@contextmanager
+def recorded_outputs(net: nn.Module, names: tuple[str, ...]) -> Iterator[dict[str, Tensor]]:
+    """Forward hooks on `net`'s modules `names`; yields {name: detached output} of the last pass; removed on exit."""
+    store: dict[str, Tensor] = {}
+
+    def recorder(name: str) -> Callable[[nn.Module, tuple, Tensor], None]:
+        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+            store[name] = output.detach()
+        return hook
+
+    handles = [net.get_submodule(name).register_forward_hook(recorder(name)) for name in names]
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def product_sources(network: nn.Module, images: Tensor, method: str, layer: str, target_class: Target = 1,
+                    tta: str = "none") -> tuple[Tensor, Tensor, Tensor]:
+    """images (N, 3, H, W) -> (logits (N, 2) of the untransformed images, raw CAMs (N, h, w) of `method` at `layer`,
+    defect probabilities (N, H, W)), both maps averaged over the `tta` set, each mapped back.
+
+    `network` is a FullResolutionNet that decodes its classifier's own features (not a trained encoder copy)."""
+    if getattr(network, "encoder", None) is not None:
+        raise ValueError("a network that decodes a trained encoder's features runs its own backbone pass")
+    classifier = network.classifier
+    transforms = tta_transforms(tta)
+    logits, cam_total, prob_total = None, None, None
+    for transform in transforms:
+        moved = transform.apply(images)
+        with recorded_outputs(classifier, FEATURE_MODULES) as features:
+            result = extract_cams(classifier, moved, [layer], [method], target_class)
+            stages = [features[name] for name in FEATURE_MODULES]
+        with torch.no_grad():
+            probs = network.decode([moved, *stages]).float().softmax(1)[:, 1]
+        cam, probs = transform.invert(result.maps[method][layer]), transform.invert(probs)
+        if logits is None:
+            logits, cam_total, prob_total = result.logits, cam, probs
+            if isinstance(target_class, str):  # 'predicted': every transform explains the image's own class
+                target_class = logits.argmax(1)
+        else:
+            cam_total, prob_total = cam_total + cam, prob_total + probs
+    return logits.float(), cam_total / len(transforms), prob_total / len(transforms)
