@@ -249,3 +249,16 @@ def test_undefined_scores_are_null_in_metrics_json(pipeline, compose_cfg, tmp_pa
     metrics = json.loads((out / "problem_1" / "metrics.json").read_text(), parse_constant=refuse)
     assert metrics["auc_roc"] is None and 0 <= metrics["accuracy"] <= 1
     assert metrics["key"] == evaluate.evaluation_key(cfg, 1)  # the key as given: a later run reuses the file
+
+
+@pytest.mark.parametrize("stage", ["localize", "report"])
+def test_a_stage_after_training_refuses_the_settings_of_another_classifier(pipeline, stage: str) -> None:
+    # Pointed at a folder with another seed (a seed_<k> folder of `make seeds`, k forgotten), the report's refresh
+    # once retrained the decoder with that seed over the folder's classifier and rescored everything.
+    folder: Path = pipeline["out"] / "problem_1"
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+    result = run_cli(stage, *pipeline["overrides"], "seed=7")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "train_summary.json: problem 1 was trained with seed=0, this run asks 7; pass seed=0" in lines[0]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == stamps

@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli, tiny_overrides
 from defectcam.errors import ConfigError
 from defectcam.models.checkpoints import SETTINGS_KEY
-from defectcam.stages.settings import train_signature
+from defectcam.stages.settings import classifier_change, train_signature
 from defectcam.stages.train import check_signature, flatten
 
 
@@ -123,3 +123,14 @@ def test_a_nested_setting_is_named_by_its_full_key() -> None:
     with pytest.raises(ConfigError, match=r"optim.optimizer.weight_decay=0.0, this run asks 0.1"):
         check_signature(Path("last.ckpt"), recorded, wanted, action="started with", retry="start over")
     check_signature(Path("last.ckpt"), wanted, wanted)  # equal: no error
+
+
+def test_stages_after_training_ignore_only_how_the_classifier_was_run(compose_cfg) -> None:
+    # A model trained on two GPUs in bf16 is evaluated and explained on one device or the CPU; another seed,
+    # recipe or input size is another classifier.
+    trained = train_signature(compose_cfg())
+    for runtime in ("trainer.devices=2", "trainer.num_nodes=2", "trainer.strategy=ddp", "trainer.precision=bf16-mixed"):
+        assert classifier_change(trained, train_signature(compose_cfg(runtime))) is None, runtime
+    assert classifier_change(trained, train_signature(compose_cfg("seed=7"))) == ("seed", 0, 7)
+    assert classifier_change(trained, train_signature(compose_cfg("data.image_size=64")))[0] == "data.image_size"
+    assert classifier_change(trained, train_signature(compose_cfg("optim.optimizer.lr=0.5")))[:2] == ("optim.optimizer.lr", 0.001)

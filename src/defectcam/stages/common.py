@@ -12,10 +12,11 @@ from omegaconf import DictConfig
 from defectcam.cuda_switch import trains_on_cuda
 from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import ProblemData, problem_dir
-from defectcam.errors import StageOrderError
+from defectcam.errors import ConfigError, StageOrderError
 from defectcam.models.loading import load_classifier
 from defectcam.models.module import DefectClassifier
-from defectcam.stages.settings import output_dir, problems_of, validate
+from defectcam.io import read_json
+from defectcam.stages.settings import classifier_change, output_dir, problems_of, train_signature, validate
 
 
 def inference_device(cfg: DictConfig) -> torch.device:
@@ -57,10 +58,20 @@ def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[floa
 
 
 def require_trained(cfg: DictConfig, problem: int) -> None:
-    """One line when a problem has not finished training (best.ckpt of an unfinished run is not a result)."""
+    """One line when a problem has not finished training (best.ckpt of an unfinished run is not a result), or when
+    the run's settings describe another classifier than the one trained there (another seed, say): a stage after
+    training would otherwise explain, decode and score that classifier under settings it was not trained with, and
+    retrain the decoder over it where its own settings include them (`seed`)."""
     summary = problem_dir(output_dir(cfg), problem) / "train_summary.json"
     if not summary.is_file():
         raise StageOrderError(f"{summary}: problem {problem} has not finished training; run the train stage (make train)")
+    recorded = read_json(summary).get("train_config")
+    change = None if recorded is None else classifier_change(recorded, train_signature(cfg))  # None: an older summary
+    if change:
+        key, was, now = change
+        raise ConfigError(f"{summary}: problem {problem} was trained with {key}={was!r}, this run asks {now!r}; pass "
+                          f"{key}={was!r} to use that classifier, or retrain it (train.force=true), or use another "
+                          "paths.output_dir")
 
 
 def require_all_trained(cfg: DictConfig) -> None:

@@ -14,6 +14,7 @@ from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import StaleInputError
 from defectcam.io import read_json
 from defectcam.stages.cams import CACHE_NAME, META_NAME, cam_meta, stale_reason
+from defectcam.stages.common import require_all_trained
 from defectcam.stages.data import prepare_data
 from defectcam.stages.evaluate import stale_metrics
 from defectcam.stages.fullres import stale_fullres
@@ -45,6 +46,7 @@ def stale_input(cfg: DictConfig, data: ProblemData) -> tuple[str, str] | None:
 
 def refresh_inputs(cfg: DictConfig) -> None:
     """Bring every problem's metrics and localization files up to date (or refuse, with on_stale=error)."""
+    require_all_trained(cfg)  # and trained with this run's settings: refreshing would mix in other ones
     for data in prepare_data(cfg, show_progress=False).values():
         if cfg.on_stale == "error":
             stale = stale_input(cfg, data)

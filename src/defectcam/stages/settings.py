@@ -324,6 +324,33 @@ def train_signature(cfg: DictConfig) -> dict[str, Any]:
     return {key: to_plain(OmegaConf.select(cfg, key)) for key in keys}
 
 
+def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {dotted.key: leaf value}, so a message can name the one value that changed."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+# How a classifier was run, not which classifier it is: a model trained on two GPUs in bf16 is evaluated, explained
+# and decoded on one device or the CPU.
+RUNTIME_TRAIN_KEYS = ("trainer.precision", "trainer.devices", "trainer.num_nodes", "trainer.strategy")
+
+
+def classifier_change(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """(dotted key, recorded value, wanted value) of the first train_signature setting, other than how training ran
+    (RUNTIME_TRAIN_KEYS), on which a trained classifier's record and a run's settings differ; None when they agree."""
+    recorded_flat, wanted_flat = flatten(dict(recorded)), flatten(dict(wanted))
+    for key in {**wanted_flat, **recorded_flat}:
+        if key not in RUNTIME_TRAIN_KEYS and recorded_flat.get(key) != wanted_flat.get(key):
+            return key, recorded_flat.get(key), wanted_flat.get(key)
+    return None
+
+
 def setting_change(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
                    omitted: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
     """(key, "<key> was <recorded value>, now <wanted value>") for the first setting whose recorded value differs
