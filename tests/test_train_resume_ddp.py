@@ -52,3 +52,20 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "problem_1" / "train_summary.json").read_text())
     assert summary["device"].endswith("x2")
     assert (tmp_path / "out" / "problem_1" / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.parametrize(("variable", "value", "stages"), [
+    ("LOCAL_RANK", "1", ["data", "train"]), ("RANK", "3", ["data", "train"]), ("NODE_RANK", "1", ["data", "train"]),
+    ("LOCAL_RANK", "0", ["data", "train", "evaluate", "cams", "fullres", "localize", "report"])])
+def test_a_relaunched_ddp_rank_stops_reproduce_after_training(compose_cfg, monkeypatch, variable: str, value: str,
+                                                               stages: list[str]) -> None:
+    # Lightning relaunches the whole command for each extra rank; each once ran every later stage beside rank 0.
+    from defectcam.stages import reproduce
+
+    ran: list[str] = []
+    monkeypatch.setattr(reproduce, "STAGES", tuple((name, lambda cfg, name=name: ran.append(name)) for name, _ in reproduce.STAGES))
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, value)
+    reproduce.run_reproduce(compose_cfg())
+    assert ran == stages

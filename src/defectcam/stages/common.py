@@ -74,12 +74,17 @@ def require_trained(cfg: DictConfig, problem: int) -> None:
                           "paths.output_dir")
 
 
+def secondary_rank() -> bool:
+    """True in a process a DDP launcher started beside global rank 0 (Lightning's relaunched ranks, torchrun's)."""
+    return any(int(os.environ.get(name, "0")) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 def require_all_trained(cfg: DictConfig) -> None:
     """require_trained for every problem asked for, before the data stage's work: a stage after training once
     indexed, split and cached every problem (minutes on real DAGM) only to say the first was not trained.
     The settings are checked first, so a typo is still named as a typo."""
     validate(cfg)
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) > 0:
+    if secondary_rank():
         # A DDP rank Lightning relaunched runs the stages after training too, and may get here before rank 0 has
         # written the last summary; trained_problem checks each problem when that rank reaches it.
         return

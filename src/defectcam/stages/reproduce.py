@@ -8,6 +8,7 @@ import time
 from omegaconf import DictConfig
 
 from defectcam.stages.cams import run_cams
+from defectcam.stages.common import secondary_rank
 from defectcam.stages.data import run_data
 from defectcam.stages.evaluate import run_evaluate
 from defectcam.stages.fullres import run_fullres
@@ -30,6 +31,11 @@ def run_reproduce(cfg: DictConfig) -> dict[str, float]:
         log.info("stage %s", name)
         stage(cfg)
         seconds[name] = round(time.perf_counter() - start, 2)
+        if name == "train" and secondary_rank():
+            # Lightning relaunches this whole command for each extra DDP rank; past training, rank 0 alone does the
+            # rest (the later stages run on one device and write the same files).
+            log.info("a secondary DDP rank: training done, the later stages are rank 0's")
+            return seconds
     log.info("done in %.1f s: %s", sum(seconds.values()), seconds)
     return seconds
 
