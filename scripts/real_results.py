@@ -60,7 +60,7 @@ def classification(folders: dict[int, Path], untimed: frozenset[int] = frozenset
         rows.append({"seed": seed, **{k: m[k] for k in ("accuracy", "balanced_accuracy", "auc_roc", "tn", "fp", "fn", "tp",
                                                          "decision_threshold")},
                      "epochs": summary["epochs"], "best_epoch": summary["best_epoch"] + 1, "train_time_s": summary["train_time_s"]})
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).apply(pd.to_numeric)  # a null score (metrics.json) becomes NaN, not None
     lines = ["| run | accuracy | balanced accuracy | AUC-ROC | confusion [[tn, fp], [fn, tp]] | decision threshold | train (best epoch) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in frame.iterrows():

@@ -14,7 +14,7 @@ from conftest import run_cli
 from defectcam.cams import scoring_maps
 from defectcam.cams.tta import tta_cams
 from defectcam.errors import ConfigError
-from defectcam.fullres.maps import defect_probabilities
+from defectcam.fullres.maps import defect_probabilities, probability_scoring_maps
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.shared_pass import product_sources
 from defectcam.localization import Part, Protocol, evaluate_entry
@@ -252,10 +252,10 @@ def test_a_threshold_sweep_scores_the_products_as_the_protocol_does(pipeline, tm
             assert row[f"{split}_image_false_alarm"] == pytest.approx(float(match["image_false_alarm"].iloc[0]), abs=1e-9)
 
 
-@pytest.mark.parametrize(("tta", "target"), [("none", 1), ("flips", 1), ("flips", "predicted")])
-def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str) -> None:
+@pytest.mark.parametrize(("tta", "target", "image_channels"), [("none", 1, 0), ("flips", 1, 0), ("flips", "predicted", 4)])
+def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str, image_channels: int) -> None:
     """predict's product: the CAM's own forward pass feeds the decoder, and both maps are those of a pass each."""
-    network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8)).eval()
+    network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8), image_channels).eval()
     images = torch.randn(3, 3, 64, 64)
     passes = []
     handle = network.classifier.layer1.register_forward_hook(lambda *_: passes.append(1))
@@ -265,9 +265,32 @@ def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str) 
     with torch.no_grad():
         apart_logits, apart_probs = defect_probabilities(network, images, tta)
     handle.remove()
-    assert shared == (len(passes) - shared) // 2 == {"none": 1, "flips": 4}[tta]  # one classifier pass per transform, not two
+    assert shared == {"none": 1, "flips": 4}[tta] and len(passes) == 3 * shared  # one classifier pass per transform, not two
     assert cam.abs().amax() > 0 and 0 < probs.mean() < 1
     torch.testing.assert_close(cam, apart.maps["gradcampp"]["layer2"], rtol=0, atol=0)
     torch.testing.assert_close(probs, apart_probs, rtol=0, atol=0)
     torch.testing.assert_close(logits, apart_logits, rtol=0, atol=0)
     assert not network.classifier.relu._forward_hooks and not network.classifier.layer2._forward_hooks  # hooks removed
+
+
+@pytest.mark.parametrize(("cam_tta", "decoder_tta"), [("flips", "flips"), ("none", "flips")])
+def test_predict_multiplies_the_maps_localize_would(cam_tta: str, decoder_tta: str) -> None:
+    """A product in predict, from one shared pass (same TTA) or a pass each (the CAM cache's TTA differs from the
+    decoder's): the decoder's map times the CAM's, emptied where the decoder stays below its threshold."""
+    from defectcam.stages.predict import Entry, Predictor
+
+    network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8)).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, probs = defect_probabilities(network, images, decoder_tta)
+    raw = tta_cams(network.classifier, images, ["layer2"], ["gradcampp"], 1, cam_tta).maps["gradcampp"]["layer2"]
+    threshold = float(probs[0].amax() + probs[1].amax()) / 2  # one image above it, one below
+    entry = Entry("fullres_x_gradcampp", "layer2", "none", "none", 0.1, threshold)
+    predictor = Predictor(network.classifier, (0.5, 0.25), entry, 0.0, 64, {}, tta=cam_tta, decoder=network, decoder_tta=decoder_tta)
+    margins, scoring = predictor.maps(images)
+    torch.testing.assert_close(margins, logits[:, 1] - logits[:, 0], rtol=0, atol=0)
+    size = (96, 96)
+    for j in range(2):
+        expected = gated_product(probability_scoring_maps(probs[j : j + 1], size), scoring_maps(raw[j : j + 1], size), threshold)
+        torch.testing.assert_close(scoring[j](size), expected, rtol=0, atol=0)
+    assert sum(bool(scoring[j](size).amax() > 0) for j in range(2)) == 1

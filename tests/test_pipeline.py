@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_cli
+from test_fullres_stage import private_copy
 
 CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
                   "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std"]
@@ -231,16 +232,12 @@ def test_whole_pipeline_on_a_real_layout_dagm_tree(dagm_root: Path, tmp_path: Pa
 def test_undefined_scores_are_null_in_metrics_json(pipeline, compose_cfg, tmp_path: Path, monkeypatch) -> None:
     # A test part without one class makes AUC-ROC NaN; json.dumps would write the bare token NaN, which strict
     # readers (jq, browsers) reject.
-    import shutil
-
     from defectcam.stages import evaluate
 
-    out = tmp_path / "out"
-    shutil.copytree(pipeline["out"] / "problem_1", out / "problem_1")
+    out, overrides = private_copy(pipeline, tmp_path)
     scores = evaluate.classification_metrics
     monkeypatch.setattr(evaluate, "classification_metrics", lambda *a, **k: {**scores(*a, **k), "auc_roc": float("nan")})
-    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
-    cfg = compose_cfg(*overrides, f"paths.output_dir={out}", "data.problems=[1]", "evaluate.force=true")
+    cfg = compose_cfg(*overrides, "evaluate.force=true")
     evaluate.run_evaluate(cfg)
 
     def refuse(token: str) -> None:
@@ -252,12 +249,13 @@ def test_undefined_scores_are_null_in_metrics_json(pipeline, compose_cfg, tmp_pa
 
 
 @pytest.mark.parametrize("stage", ["localize", "report"])
-def test_a_stage_after_training_refuses_the_settings_of_another_classifier(pipeline, stage: str) -> None:
+def test_a_stage_after_training_refuses_the_settings_of_another_classifier(pipeline, tmp_path: Path, stage: str) -> None:
     # Pointed at a folder with another seed (a seed_<k> folder of `make seeds`, k forgotten), the report's refresh
     # once retrained the decoder with that seed over the folder's classifier and rescored everything.
-    folder: Path = pipeline["out"] / "problem_1"
+    out, overrides = private_copy(pipeline, tmp_path)
+    folder = out / "problem_1"
     stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
-    result = run_cli(stage, *pipeline["overrides"], "seed=7")
+    result = run_cli(stage, *overrides, "seed=7")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
     assert "train_summary.json: problem 1 was trained with seed=0, this run asks 7; pass seed=0" in lines[0]

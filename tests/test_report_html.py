@@ -77,3 +77,21 @@ def test_the_link_survives_a_folder_name_a_url_would_cut(tmp_path: Path) -> None
     figure.parent.mkdir(parents=True)
     figure.write_bytes(png_bytes(drawing()))
     assert '<a href="run%20%231%3F/figures/fullres.png">' in image_tag(figure, "fullres", page_dir=tmp_path)
+
+
+def test_a_score_null_in_every_metrics_json_shows_as_a_dash(tmp_path: Path) -> None:
+    # One problem whose test part lacks a class: its AUC-ROC is null in metrics.json (strict JSON), and a column of
+    # nothing but nulls must stay numeric, or the page prints None.
+    import json
+
+    from defectcam.report.build import CLASSIFICATION_COLUMNS, classification_table
+    from defectcam.report.html import table_html
+
+    folder = tmp_path / "problem_1"
+    folder.mkdir()
+    metrics = {column: 1 for column in CLASSIFICATION_COLUMNS} | {"accuracy": 0.9, "auc_roc": None, "average_precision": None}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    table = classification_table({1: folder})
+    assert table["auc_roc"].dtype.kind == "f" and table["auc_roc"].isna().all()
+    html = table_html(table, ["accuracy", "auc_roc"])
+    assert "None" not in html and "<td>-</td>" in html and "<td>90.00</td>" in html

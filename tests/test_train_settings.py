@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli, tiny_overrides
 from defectcam.errors import ConfigError
 from defectcam.models.checkpoints import SETTINGS_KEY
-from defectcam.stages.settings import classifier_change, train_signature
+from defectcam.stages.settings import classifier_change, hydra_value, train_signature
 from defectcam.stages.train import check_signature, flatten
 
 
@@ -134,3 +134,27 @@ def test_stages_after_training_ignore_only_how_the_classifier_was_run(compose_cf
     assert classifier_change(trained, train_signature(compose_cfg("seed=7"))) == ("seed", 0, 7)
     assert classifier_change(trained, train_signature(compose_cfg("data.image_size=64")))[0] == "data.image_size"
     assert classifier_change(trained, train_signature(compose_cfg("optim.optimizer.lr=0.5")))[:2] == ("optim.optimizer.lr", 0.001)
+
+    # only the record's keys count (a summary of an older defectcam lacks the newer ones); a group replaced whole
+    # is named by its own key
+    older = {key: value for key, value in trained.items() if key != "train.early_stopping"}
+    assert classifier_change(older, train_signature(compose_cfg("train.early_stopping.patience=99"))) is None
+    quick = train_signature(compose_cfg("experiment=quick"))
+    assert classifier_change(quick, train_signature(compose_cfg("experiment=quick", "optim.scheduler=null")))[0] == "optim.scheduler"
+
+
+@pytest.mark.parametrize(("key", "value"), [("model.class_weights", None), ("model.class_weights", [1.0, 5.0]),
+                                            ("data.augment", ["flips", "rot90"]), ("data.augment", []),
+                                            ("seed", 7), ("train.monitor", "val/auc"), ("model.arch", "resnet18")])
+def test_the_refusal_offers_an_override_hydra_reads_back(compose_cfg, key: str, value: object) -> None:
+    from omegaconf import OmegaConf
+
+    override = f"{key}={hydra_value(value)}"
+    assert " " not in override  # one shell word
+    read = OmegaConf.select(compose_cfg(override), key)  # Hydra's own parser is the oracle
+    assert (OmegaConf.to_container(read) if OmegaConf.is_config(read) else read) == value
+
+
+def test_text_that_hydra_would_read_as_another_type_is_quoted() -> None:
+    assert hydra_value("0.001") == "'0.001'" and hydra_value("null") == "'null'" and hydra_value("a b") == "'a b'"
+    assert hydra_value({"_target_": "x"}) is None  # a group is not one override: the message names it instead

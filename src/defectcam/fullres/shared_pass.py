@@ -34,8 +34,10 @@ def recorded_outputs(net: nn.Module, names: tuple[str, ...]) -> Iterator[dict[st
             store[name] = output.detach()
         return hook
 
-    handles = [net.get_submodule(name).register_forward_hook(recorder(name)) for name in names]
-    try:
+    handles = []
+    try:  # a name that is not a module fails after earlier hooks went on: they come off too
+        for name in names:
+            handles.append(net.get_submodule(name).register_forward_hook(recorder(name)))
         yield store
     finally:
         for handle in handles:
@@ -51,20 +53,21 @@ def product_sources(network: nn.Module, images: Tensor, method: str, layer: str,
     if getattr(network, "encoder", None) is not None:
         raise ValueError("a network that decodes a trained encoder's features runs its own backbone pass")
     classifier = network.classifier
-    transforms = tta_transforms(tta)
-    logits, cam_total, prob_total = None, None, None
-    for transform in transforms:
-        moved = transform.apply(images)
+
+    def one_pass(images: Tensor, target: Target) -> tuple[Tensor, Tensor, Tensor]:
+        """(logits, raw CAMs, defect probabilities) of `images` from one forward and one backward pass."""
         with recorded_outputs(classifier, FEATURE_MODULES) as features:
-            result = extract_cams(classifier, moved, [layer], [method], target_class)
+            result = extract_cams(classifier, images, [layer], [method], target)
             stages = [features[name] for name in FEATURE_MODULES]
         with torch.no_grad():
-            probs = network.decode([moved, *stages]).float().softmax(1)[:, 1]
-        cam, probs = transform.invert(result.maps[method][layer]), transform.invert(probs)
-        if logits is None:
-            logits, cam_total, prob_total = result.logits, cam, probs
-            if isinstance(target_class, str):  # 'predicted': every transform explains the image's own class
-                target_class = logits.argmax(1)
-        else:
-            cam_total, prob_total = cam_total + cam, prob_total + probs
+            probs = network.decode([images, *stages]).float().softmax(1)[:, 1]
+        return result.logits, result.maps[method][layer], probs
+
+    transforms = tta_transforms(tta)
+    logits, cam_total, prob_total = one_pass(images, target_class)  # the identity comes first in every set
+    if isinstance(target_class, str):  # 'predicted': every transform explains the image's own class
+        target_class = logits.argmax(1)
+    for transform in transforms[1:]:
+        _, cam, probs = one_pass(transform.apply(images), target_class)
+        cam_total, prob_total = cam_total + transform.invert(cam), prob_total + transform.invert(probs)
     return logits.float(), cam_total / len(transforms), prob_total / len(transforms)

@@ -41,7 +41,9 @@ def _require(path: Path, stage: str) -> Path:
 def classification_table(problem_dirs: dict[int, Path]) -> pd.DataFrame:
     """One row per problem from metrics.json (scores are fractions in [0, 1])."""
     rows = [read_json(_require(d / "metrics.json", "evaluate")) for d in problem_dirs.values()]
-    return pd.DataFrame(rows)[CLASSIFICATION_COLUMNS]
+    table = pd.DataFrame(rows)[CLASSIFICATION_COLUMNS]
+    # An undefined score is null in metrics.json: NaN here, so a column of nothing but nulls is still numeric.
+    return table.apply(pd.to_numeric)
 
 
 def classification_display(table: pd.DataFrame) -> pd.DataFrame:

@@ -13,10 +13,10 @@ from defectcam.cuda_switch import trains_on_cuda
 from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError, StageOrderError
+from defectcam.io import read_json
 from defectcam.models.loading import load_classifier
 from defectcam.models.module import DefectClassifier
-from defectcam.io import read_json
-from defectcam.stages.settings import classifier_change, output_dir, problems_of, train_signature, validate
+from defectcam.stages.settings import classifier_change, hydra_value, output_dir, problems_of, train_signature, validate
 
 
 def inference_device(cfg: DictConfig) -> torch.device:
@@ -69,14 +69,17 @@ def require_trained(cfg: DictConfig, problem: int) -> None:
     change = None if recorded is None else classifier_change(recorded, train_signature(cfg))  # None: an older summary
     if change:
         key, was, now = change
-        raise ConfigError(f"{summary}: problem {problem} was trained with {key}={was!r}, this run asks {now!r}; pass "
-                          f"{key}={was!r} to use that classifier, or retrain it (train.force=true), or use another "
-                          "paths.output_dir")
+        shown_was, shown_now = hydra_value(was), hydra_value(now)
+        use = f"pass {key}={shown_was}" if shown_was is not None else f"restore {key} as its train_config records it"
+        raise ConfigError(f"{summary}: problem {problem} was trained with {key}={shown_was or repr(was)}, this run asks "
+                          f"{shown_now or repr(now)}; {use} to use that classifier, or retrain it (train.force=true), "
+                          "or use another paths.output_dir")
 
 
 def secondary_rank() -> bool:
-    """True in a process a DDP launcher started beside global rank 0 (Lightning's relaunched ranks, torchrun's)."""
-    return any(int(os.environ.get(name, "0")) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """True in a process a DDP launcher started beside global rank 0 (Lightning's relaunched ranks, torchrun's, the
+    tasks of one `srun -n N`)."""
+    return any(int(os.environ.get(name, "0")) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def require_all_trained(cfg: DictConfig) -> None:
@@ -84,10 +87,6 @@ def require_all_trained(cfg: DictConfig) -> None:
     indexed, split and cached every problem (minutes on real DAGM) only to say the first was not trained.
     The settings are checked first, so a typo is still named as a typo."""
     validate(cfg)
-    if secondary_rank():
-        # A DDP rank Lightning relaunched runs the stages after training too, and may get here before rank 0 has
-        # written the last summary; trained_problem checks each problem when that rank reaches it.
-        return
     for problem in problems_of(cfg):
         require_trained(cfg, problem)
 

@@ -78,8 +78,8 @@ def evaluate_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
         metrics["note"] = note
         log.warning("problem %d, test split: %s", data.problem, note)
     write_predictions(out / "predictions.csv", data.table["image_id"].to_numpy()[rows], labels, p_defect, margin, threshold)
-    # AUC-ROC, AP and balanced accuracy are NaN when the test part lacks a class: null in strict JSON. Not the key:
-    # it is compared as recorded.
+    # AUC-ROC and AP are NaN when the test part lacks a class: null in strict JSON. Not the key: it is compared as
+    # recorded.
     record = {**finite_or_null({k: v for k, v in metrics.items() if k != "key"}), "key": key}
     write_json(metrics_path, record)
     log.info("problem %d: test accuracy %.4f (decision margin > %.4g; argmax %.4f), AUC-ROC %.4f, latency %.2f ms",

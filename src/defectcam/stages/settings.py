@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -341,13 +342,42 @@ def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 RUNTIME_TRAIN_KEYS = ("trainer.precision", "trainer.devices", "trainer.num_nodes", "trainer.strategy")
 
 
-def classifier_change(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+def classifier_change(recorded: Mapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> tuple[str, Any, Any] | None:
     """(dotted key, recorded value, wanted value) of the first train_signature setting, other than how training ran
-    (RUNTIME_TRAIN_KEYS), on which a trained classifier's record and a run's settings differ; None when they agree."""
-    recorded_flat, wanted_flat = flatten(dict(recorded)), flatten(dict(wanted))
-    for key in {**wanted_flat, **recorded_flat}:
-        if key not in RUNTIME_TRAIN_KEYS and recorded_flat.get(key) != wanted_flat.get(key):
-            return key, recorded_flat.get(key), wanted_flat.get(key)
+    (RUNTIME_TRAIN_KEYS), on which a trained classifier's record and a run's settings differ; None when they agree.
+
+    Only the record's keys count: a setting newer than the record (an older defectcam's summary) is not a change. A
+    group recorded whole and replaced whole (a scheduler by null) is named by the group's key."""
+    for key, was in recorded.items():
+        name = f"{prefix}{key}"
+        if name in RUNTIME_TRAIN_KEYS or key not in wanted:
+            continue
+        now = wanted[key]
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            change = classifier_change(was, now, f"{name}.")
+            if change:
+                return change
+        elif was != now:
+            return name, was, now
+    return None
+
+
+def hydra_value(value: Any) -> str | None:
+    """`value` as a Hydra override on the command line writes it (null, true, 2, [flips,rot90], 'a text'), so a
+    message can offer an override that can be pasted; None for a mapping (a group is not one override)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        # Quoted where Hydra would read another type (a number, null, true) or split it (spaces, commas, brackets).
+        plain = re.fullmatch(r"[A-Za-z_][\w./-]*", value) and value.lower() not in ("null", "true", "false", "nan", "inf")
+        return value if plain else "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        items = [hydra_value(item) for item in value]
+        return None if any(item is None for item in items) else "[" + ",".join(items) + "]"  # type: ignore[arg-type]
     return None
 
 
