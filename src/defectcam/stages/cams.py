@@ -99,9 +99,14 @@ def fresh_cams(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     return cams_problem(cfg, data)
 
 
+def target_class(target: str) -> int | str:
+    """cam.target as the CAM code takes it: 'defect' -> class 1, 'predicted' -> each image's predicted class."""
+    return 1 if target == "defect" else "predicted"
+
+
 def compute_part(cfg: DictConfig, module: torch.nn.Module, loader: Any, device: torch.device, desc: str) -> dict[str, Any]:
     """Encoded raw maps[method][layer] (N, h, w; see cams/storage.py), rows, p_defect and logit margins of one part."""
-    target = 1 if cfg.cam.target == "defect" else "predicted"
+    target = target_class(str(cfg.cam.target))
     rows, p_defect, margins = [], [], []
     maps: dict[str, dict[str, list[torch.Tensor]]] = {m: {layer: [] for layer in cfg.cam.layers} for m in cfg.cam.methods}
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):  # None: no bar when not a terminal

@@ -42,7 +42,7 @@ from defectcam.localization.exact import best_exact_threshold, sort_pixels
 from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining, DecoderTrainSet, normalized
 from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, save_figure
-from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason
+from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason, target_class
 from defectcam.stages.common import best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import fullres_starts, fullres_supervisions, output_dir, to_plain
@@ -177,7 +177,7 @@ def starting_cams(cfg: DictConfig, net: torch.nn.Module, images: Tensor, start: 
     method, layer = start.split("/", 1)
     fusions = {f.name: f for f in fusions_from(cfg.cam.fusions)}
     cam_method, layers = entry_sources(method, layer, fusions)
-    target = 1 if cfg.cam.target == "defect" else "predicted"
+    target = target_class(str(cfg.cam.target))
     size = (int(images.shape[-2]), int(images.shape[-1]))
     out = []
     with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode

@@ -47,6 +47,7 @@ from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
 from defectcam.report.figures import overlay_rgb
 from defectcam.stages.answer_strip import predicted_masks
+from defectcam.stages.cams import target_class
 from defectcam.stages.common import inference_device
 from defectcam.stages.fullres import decoder_path, load_decoder
 from defectcam.stages.localize import META_FILE as LOCALIZE_META, recorded_decoder_threshold
@@ -176,11 +177,6 @@ class Predictor:
     # predict.backend=onnx: the exported model, gray (N, 1, S, S) -> (margins (N,), probabilities (N, S, S))
     exported: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    @property
-    def cam_target(self) -> int | str:
-        """The class the CAMs explain, as the cams stage passes it: 1 (defect) or 'predicted'."""
-        return 1 if self.target == "defect" else "predicted"
-
     def gray_input(self, images: list[np.ndarray]) -> torch.Tensor:
         """(H, W) uint8 images -> (N, 1, S, S) float in [0, 1], resized as training saw them (an exported model's input)."""
         return torch.stack([torch.from_numpy(resize_image(g, self.image_size)).float().div(255.0) for g in images]).unsqueeze(1)
@@ -201,7 +197,8 @@ class Predictor:
             cam = product_cam(self.entry.method)
             if cam is not None and self.tta == self.decoder_tta:  # both maps from one classifier pass per transform
                 with torch.enable_grad():
-                    logits, raw, probs = product_sources(self.decoder, tensor, cam, self.entry.layer, self.cam_target, self.tta)
+                    logits, raw, probs = product_sources(self.decoder, tensor, cam, self.entry.layer, target_class(self.target),
+                                                         self.tta)
                 raw, probs = raw.float().cpu(), probs.cpu()
             else:
                 with torch.no_grad():
@@ -226,7 +223,7 @@ class Predictor:
     def cam_maps(self, tensor: torch.Tensor, method: str, layers: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(N, 3, S, S) on the device -> CPU (logits, layer -> raw CAMs) of one method, as the cams stage made them."""
         with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode; float32, as the cams stage runs
-            result = tta_cams(self.net, tensor, layers, [method], self.cam_target, self.tta)
+            result = tta_cams(self.net, tensor, layers, [method], target_class(self.target), self.tta)
         return result.logits.float().cpu(), {layer: maps.float().cpu() for layer, maps in result.maps[method].items()}
 
     def __call__(self, images: list[np.ndarray], device: torch.device) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:

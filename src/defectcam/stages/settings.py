@@ -325,18 +325,6 @@ def train_signature(cfg: DictConfig) -> dict[str, Any]:
     return {key: to_plain(OmegaConf.select(cfg, key)) for key in keys}
 
 
-def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as {dotted.key: leaf value}, so a message can name the one value that changed."""
-    flat: dict[str, Any] = {}
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 # How a classifier was run, not which classifier it is: a model trained on two GPUs in bf16 is evaluated, explained
 # and decoded on one device or the CPU.
 RUNTIME_TRAIN_KEYS = ("trainer.precision", "trainer.devices", "trainer.num_nodes", "trainer.strategy")

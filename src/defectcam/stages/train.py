@@ -28,7 +28,7 @@ from defectcam.models.checkpoints import SETTINGS_KEY, BestAndLastCheckpoint, Ea
 from defectcam.models.module import DefectClassifier
 from defectcam.stages.data import prepare_data
 from defectcam.stages.common import datamodule_for, normalization_for
-from defectcam.stages.settings import flatten, output_dir, train_signature
+from defectcam.stages.settings import output_dir, train_signature
 from defectcam.stages.shell import stage_entry
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,10 @@ def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[fl
     return datamodule
 
 
-
 def _shown(value: float | None) -> str:
     """A summary number for the log: 4 decimals, or 'undefined' where the summary holds null."""
     return "undefined" if value is None else f"{value:.4f}"
+
 
 def train_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one problem; returns its train_summary."""
@@ -227,6 +227,18 @@ def check_signature(path: Path, recorded: dict[str, Any], wanted: dict[str, Any]
             f"{path}: problem {action} {key}={recorded_flat.get(key)!r}, this run asks {wanted_flat.get(key)!r}; "
             f"use train.force=true to {retry}, or another paths.output_dir"
         )
+
+
+def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {dotted.key: leaf value}, so a message can name the one value that changed."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def read_settings(last: Path) -> dict[str, Any]:
