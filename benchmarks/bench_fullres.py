@@ -4,7 +4,8 @@
              against compute_cams for the configured methods and layers (one forward + one backward; --cam-tta: one
              per transform, as the cams stage runs under cam.tta); in PyTorch,
              and (CPU, with defectcam[export] installed) as the exported localizer.onnx in onnxruntime, which is
-             what `defectcam-predict predict.backend=onnx` runs. CAMs have no such form: they need a backward pass.
+             what `defectcam-predict predict.backend=onnx` runs. With --onnx-cams, compute_cams exported as well
+             (its backward pass traced into the graph, as defectcam-export does for a CAM entry): both on one engine.
              Each map is timed right after a compute_cams call, repeat after repeat, and its ratio is the median of
              those pairs: on a shared machine the speed drifts by tens of percent within a minute, and a pair sees
              the same drift on both sides;
@@ -18,6 +19,7 @@ against train_summary.json's).
     python benchmarks/bench_fullres.py                                  # dagm_cpu's shape: 256 px, batch 8, CPU
     python benchmarks/bench_fullres.py --size 128 --experiment quick --run outputs/quick
     python benchmarks/bench_fullres.py --channels-last                  # both sides in channels_last memory format
+    python benchmarks/bench_fullres.py --tta flips --cam-tta flips --onnx-cams   # dagm_cpu's TTA, both sides exported
 """
 
 from __future__ import annotations
@@ -35,16 +37,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from torch import Tensor
+from torch import Tensor, nn
 
 from defectcam.cams.tta import tta_cams, tta_transforms
 from defectcam.evaluation.latency import synchronize
 from defectcam.export import OPSET
-from defectcam.export.graph import Localizer
 from defectcam.export.runtime import OnnxLocalizer
-from defectcam.export.writers import ONNX_PACKAGES, missing_packages, write_onnx
+from defectcam.export.gradient_graph import traced_entry
+from defectcam.export.writers import ONNX_PACKAGES, example_input, missing_packages, write_onnx
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet, resnet_features
+from defectcam.localization.entry_network import EntryNetwork, entry_parts
 from defectcam.models.backbone import build_backbone
 from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining
 
@@ -85,9 +88,35 @@ def onnx_map(network: FullResolutionNet, size: int, folder: Path, tta: str) -> C
         return None
     path = folder / "localizer.onnx"
     # write_onnx checks onnxruntime against torch on a batch before it puts the file in place.
-    # A copy: Localizer freezes the network it wraps, and the decoder training step below needs this one trainable.
-    write_onnx(Localizer(copy.deepcopy(network), NORMALIZATION, tta), path, size, OPSET, {"benchmark": "bench_fullres"})
+    # A copy: EntryNetwork freezes the network it wraps, and the decoder training step below needs this one trainable.
+    copied = copy.deepcopy(network)
+    parts = entry_parts("fullres", "layercam/layer2", {})
+    write_onnx(EntryNetwork(copied.classifier, NORMALIZATION, parts, decoder=copied, decoder_tta=tta), path, size, OPSET,
+               {"benchmark": "bench_fullres"}, parts.output_names())
     return OnnxLocalizer(path)
+
+
+class AllCams(nn.Module):
+    """gray -> the raw maps of every method at every layer (tta_cams, target class 1), as one tuple: compute_cams as
+    an exportable network."""
+
+    def __init__(self, net: nn.Module, methods: list[str], layers: list[str], tta: str) -> None:
+        super().__init__()
+        self.net, self.methods, self.layers, self.tta = net.eval().requires_grad_(False), methods, layers, tta
+
+    def forward(self, gray: Tensor) -> tuple[Tensor, ...]:
+        images = ((gray - NORMALIZATION[0]) / NORMALIZATION[1]).expand(-1, 3, -1, -1)
+        with torch.enable_grad():
+            maps = tta_cams(self.net, images, self.layers, self.methods, 1, self.tta).maps
+        return tuple(maps[method][layer] for method in self.methods for layer in self.layers)
+
+
+def onnx_cams(net: nn.Module, methods: list[str], layers: list[str], tta: str, size: int, folder: Path) -> OnnxLocalizer:
+    """compute_cams of a copy of `net` exported as defectcam-export exports a CAM entry, loaded in onnxruntime."""
+    network = AllCams(copy.deepcopy(net), methods, layers, tta)
+    names = [f"{method}_{layer}" for method in methods for layer in layers]
+    write_onnx(traced_entry(network, example_input(size)), folder / "cams.onnx", size, OPSET, {}, names, reference=network)
+    return OnnxLocalizer(folder / "cams.onnx")
 
 
 def recipe_steps(experiment: str, n_train: int | None) -> tuple[int, int, int, dict[str, object]]:
@@ -129,6 +158,8 @@ def main() -> None:
     parser.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"], help="the maps' fullres.tta")
     parser.add_argument("--cam-tta", default="none", choices=["none", "flips", "dihedral"],
                         help="the CAMs' cam.tta (the baseline's passes: dagm_cpu sets flips for both)")
+    parser.add_argument("--onnx-cams", action="store_true",
+                        help="also export compute_cams itself (backward pass traced into the graph) and time it in onnxruntime")
     parser.add_argument("--channels-last", action="store_true",
                         help="CAMs and maps both in channels_last memory format (the training steps stay contiguous)")
     args = parser.parse_args()
@@ -159,9 +190,14 @@ def main() -> None:
     maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
     with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:
         exported = onnx_map(network, args.size, Path(export_dir), args.tta) if device.type == "cpu" else None
+        if exported is None and args.onnx_cams:
+            print("--onnx-cams: not timed (a CPU run with defectcam[export] installed times it)")
         if exported is not None:
             gray = images[:, :1].clamp(0, 1).cpu()
             maps["onnx"] = lambda: exported(gray)
+            if args.onnx_cams:
+                exported_cams = onnx_cams(net, methods, layers, args.cam_tta, args.size, Path(export_dir))
+                maps["onnx_cams"] = lambda: exported_cams(gray)
         cams_s, timed = paired_ratios(cams, maps, args.repeats, device)
     network.to(memory_format=torch.contiguous_format)
 
@@ -213,6 +249,9 @@ def main() -> None:
               f"({timed['onnx'][1]:.2f}x compute_cams)")
     else:
         print("  the same map in onnxruntime: not timed (a CPU run with defectcam[export] installed times it)")
+    if "onnx_cams" in timed:
+        print(f"  compute_cams exported too, in onnxruntime: {timed['onnx_cams'][0]:.3f} s ({timed['onnx_cams'][1]:.2f}x "
+              f"compute_cams); the exported map / the exported CAMs: {timed['onnx'][0] / timed['onnx_cams'][0]:.2f}x")
     crop = f", {recipe.crop} px crops" if recipe.crop and recipe.crop < args.size else ""
     print(f"classifier training step (batch {classifier_batch}): {classifier_s:.3f} s (1.00x)")
     print(f"decoder training step (batch {decoder_batch}{crop}): {decoder_s:.3f} s ({decoder_ratio:.2f}x)")

@@ -1,5 +1,6 @@
 """defectcam-export on the tiny pipeline: the ONNX file in onnxruntime and the torch.export file against PyTorch,
-the metadata, predict.backend=onnx giving predict's own masks and decisions, and what cannot be exported."""
+the metadata, predict.backend=onnx giving predict's own masks and decisions for a decoder and a CAM entry, and
+the exported files predict refuses."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_the_files_carry_the_entry_threshold_and_gate(exported: dict[str, Any]) 
     assert [(o.domain, o.version) for o in model.opset_import if o.domain == ""] == [("", 18)]
     (gray,) = model.graph.input
     assert [d.dim_param or d.dim_value for d in gray.type.tensor_type.shape.dim] == ["batch", 1, 32, 32]
-    assert [o.name for o in model.graph.output] == ["logit_margin", "defect_probability"]
+    assert [o.name for o in model.graph.output] == sidecar["output_names"] == ["logit_margin", "defect_probability"]
+    assert sidecar["export_format"] == 2 and "cam_method" not in sidecar  # no CAM in a decoder entry's graph
     assert sidecar["onnx_check"]["max_probability_difference"] <= 1e-4
     extra = {"localizer.json": ""}
     torch.export.load(folder / "localizer.pt2", extra_files=extra)
@@ -123,13 +125,45 @@ def test_the_onnx_backend_gives_predicts_masks_and_decisions(exported: dict[str,
         assert (outputs["torch"] / mask).read_bytes() == (outputs["onnx"] / mask).read_bytes(), mask
 
 
-def test_a_cam_entry_is_one_line_naming_the_exportable_ones(exported: dict[str, Any]) -> None:
-    overrides = [o for o in exported["overrides"] if not o.startswith("predict.entry=")]
-    result = run_cli("export", *overrides, "predict.entry=layercam/layer2")
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert "layercam/layer2" in lines[0] and "is a CAM entry (needs gradients), it cannot be exported" in lines[0]
-    assert "exportable entries: fullres/layercam/layer2" in lines[0]
+CAM_ENTRY = ("predict.entry=gradcampp/layer4", "predict.gate=classifier")
+
+
+def test_a_cam_entry_exports_with_its_backward_pass_and_predicts_the_same(pipeline: dict[str, Any], compose_cfg,
+                                                                         tmp_path: Path) -> None:
+    """A CAM entry (gradients in the graph; layer4: the shortest backward pass, the tiny pipeline is a ResNet-50), gated
+    by the classifier: its metadata, then predict on onnxruntime against predict on PyTorch."""
+    out, overrides = private_copy(pipeline, tmp_path)
+    overrides = [*overrides, *CAM_ENTRY]
+    result = run_cli("export", *overrides, "export.formats=[onnx]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = out / "problem_1" / "export"
+    assert sorted(p.name for p in folder.iterdir()) == ["localizer.json", "localizer.onnx"]
+    sidecar = json.loads((folder / "localizer.json").read_text())
+    assert {k: sidecar[k] for k in ("method", "layer", "gate", "cam_method", "cam_layers", "cam_target", "cam_tta")} == {
+        "method": "gradcampp", "layer": "layer4", "gate": "classifier", "cam_method": "gradcampp", "cam_layers": ["layer4"],
+        "cam_target": 1, "cam_tta": "none"}
+    assert sidecar["output_names"] == ["logit_margin", "cam_layer4"] and "decoder_sha1" not in sidecar
+    assert sidecar["onnx_check"]["max_relative_cam_layer4_difference"] <= 1e-4
+    outputs = {}
+    for backend in ("torch", "onnx"):  # in this process: the CLI's own path is the export's, above
+        outputs[backend] = tmp_path / backend
+        run_predict(compose_cfg(*overrides, f"predict.input={class1_test_folder(pipeline)}", f"predict.output={outputs[backend]}",
+                                f"predict.backend={backend}"))
+    torch_rows, onnx_rows = (pd.read_csv(outputs[b] / "predictions.csv") for b in ("torch", "onnx"))
+    assert list(torch_rows["defect"]) == list(onnx_rows["defect"]) and torch_rows["defect"].any()
+    assert np.abs(torch_rows["logit_margin"] - onnx_rows["logit_margin"]).max() <= 1e-4
+    assert torch_rows["mask_pixels"].sum() > 0
+    for mask in torch_rows["mask"]:
+        torch_mask, onnx_mask = (np.array(Image.open(outputs[b] / mask)) > 0 for b in ("torch", "onnx"))
+        # maps within 1e-4 of their peak: a pixel at the threshold itself may fall either way
+        assert (torch_mask != onnx_mask).sum() <= max(1, torch_mask.sum() // 100), mask
+    # a file whose CAMs were averaged over another TTA set is another localizer
+    model = onnx.load(folder / "localizer.onnx")
+    next(p for p in model.metadata_props if p.key == "cam_tta").value = "flips"
+    onnx.save(model, folder / "localizer.onnx")
+    with pytest.raises(StaleInputError, match="exported with cam_tta='flips', but predict now has 'none'"):
+        run_predict(compose_cfg(*overrides, f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'x'}",
+                                "predict.backend=onnx"))
 
 
 def test_the_onnx_backend_refuses_what_it_cannot_trust(exported: dict[str, Any], pipeline: dict[str, Any], compose_cfg,
@@ -138,7 +172,9 @@ def test_the_onnx_backend_refuses_what_it_cannot_trust(exported: dict[str, Any],
     io = (f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'o'}")
     cases = [
         (exported["overrides"], ("predict.backend=tensorrt",), ConfigError, "predict.backend: 'tensorrt' is not one of torch, onnx"),
-        (exported["overrides"], ("predict.backend=onnx", "predict.entry=layercam/layer2"), ConfigError, "is a CAM entry"),
+        # exported for the decoder entry: another entry is another localizer
+        (exported["overrides"], ("predict.backend=onnx", "predict.entry=layercam/layer2"), StaleInputError,
+         "exported with method='fullres', but predict now has 'layercam'"),
         # exported with gate none: another gate is another localizer
         (exported["overrides"], ("predict.backend=onnx", "predict.gate=classifier"), StaleInputError, "exported with gate='none'"),
         # the shared pipeline was never exported
@@ -162,13 +198,15 @@ def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, 
     from torchvision.models import resnet18
 
     from defectcam.export import OPSET
-    from defectcam.export.graph import Localizer
     from defectcam.export.writers import write_onnx
     from defectcam.fullres.network import FullResolutionNet
+    from defectcam.localization.entry_network import EntryNetwork, entry_parts
 
     torch.manual_seed(0)  # random weights: their maps are not flip-equivariant, so the TTA average shows
     network = FullResolutionNet(resnet18(num_classes=2), channels, image_channels).eval()
-    check = write_onnx(Localizer(network, (0.4, 0.1), "flips"), tmp_path / "l.onnx", 32, OPSET, {"tta": "flips"})
+    parts = entry_parts("fullres", "layercam/layer2", {})
+    entry_network = EntryNetwork(network.classifier, (0.4, 0.1), parts, decoder=network, decoder_tta="flips")
+    check = write_onnx(entry_network, tmp_path / "l.onnx", 32, OPSET, {"tta": "flips"}, parts.output_names())
     assert check["max_probability_difference"] <= 1e-4
     gray = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     images = ((gray - 0.4) / 0.1).expand(-1, 3, -1, -1)

@@ -277,17 +277,21 @@ def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str, 
 def test_predict_multiplies_the_maps_localize_would(cam_tta: str, decoder_tta: str) -> None:
     """A product in predict, from one shared pass (same TTA) or a pass each (the CAM cache's TTA differs from the
     decoder's): the decoder's map times the CAM's, emptied where the decoder stays below its threshold."""
+    from defectcam.localization.entry_network import EntryNetwork, entry_parts
     from defectcam.stages.predict import Entry, Predictor
 
     network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8)).eval()
-    images = torch.randn(2, 3, 64, 64)
+    gray = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    images = ((gray - 0.5) / 0.25).expand(-1, 3, -1, -1)
     with torch.no_grad():
         logits, probs = defect_probabilities(network, images, decoder_tta)
     raw = tta_cams(network.classifier, images, ["layer2"], ["gradcampp"], 1, cam_tta).maps["gradcampp"]["layer2"]
     threshold = float(probs[0].amax() + probs[1].amax()) / 2  # one image above it, one below
     entry = Entry("fullres_x_gradcampp", "layer2", "none", "none", 0.1, threshold)
-    predictor = Predictor(network.classifier, (0.5, 0.25), entry, 0.0, 64, {}, tta=cam_tta, decoder=network, decoder_tta=decoder_tta)
-    margins, scoring = predictor.maps(images)
+    parts = entry_parts(entry.method, entry.layer, {})
+    entry_net = EntryNetwork(network.classifier, (0.5, 0.25), parts, 1, cam_tta, network, decoder_tta)
+    assert entry_net.shares_pass() == (cam_tta == decoder_tta)
+    margins, scoring = Predictor(entry_net, parts, entry, 0.0, 64, {}).maps(gray)
     torch.testing.assert_close(margins, logits[:, 1] - logits[:, 0], rtol=0, atol=0)
     size = (96, 96)
     for j in range(2):

@@ -80,14 +80,15 @@ def _check_target(target_class: Target, batch: int) -> None:
         raise ConfigError(kinds)
 
 
-def _target_indices(target_class: Target, logits: Tensor) -> Tensor:
-    """Checked target_class -> long tensor (N,) of class indices on the logits' device."""
+def _target_indices(target_class: Target, logits: Tensor, check_range: bool = True) -> Tensor:
+    """Checked target_class -> long tensor (N,) of class indices on the logits' device; check_range=False skips the
+    range check of a tensor target (data-dependent: a device sync, and a stop for graph tracing)."""
     batch, classes = logits.shape
     if isinstance(target_class, str):
         return logits.detach().argmax(dim=1)
     if isinstance(target_class, Tensor):
         targets = target_class.to(device=logits.device, dtype=torch.long)
-        bad = bool(((targets < 0) | (targets >= classes)).any())
+        bad = check_range and bool(((targets < 0) | (targets >= classes)).any())
     else:
         bad = not 0 <= target_class < classes
         targets = torch.full((batch,), target_class, dtype=torch.long, device=logits.device)
@@ -168,7 +169,7 @@ def _layer_maps(activations: Tensor, gradients: Tensor, methods: dict[str, CamFn
 
 
 def _run_pass(
-    model: nn.Module, images: Tensor, modules: dict[str, nn.Module], target_class: Target
+    model: nn.Module, images: Tensor, modules: dict[str, nn.Module], target_class: Target, check_range: bool = True
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """One forward + one autograd.grad -> (logits (N, C), [A_l], [G_l]) detached, in modules' order."""
     names = list(modules)
@@ -178,7 +179,7 @@ def _run_pass(
         if missing:
             raise ConfigError(f"layer(s) {', '.join(missing)} did not run in the model's forward pass")
         activations = [store[name] for name in names]
-        targets = _target_indices(target_class, logits)
+        targets = _target_indices(target_class, logits, check_range)
         score = logits.gather(1, targets[:, None]).sum()
         gradients = _gradients(score, activations, names)
     # Detached copies only: nothing returned keeps the (already freed) graph alive.
@@ -191,8 +192,13 @@ def extract_cams(
     layers: Sequence[str] | str,
     methods: Sequence[str] | str,
     target_class: Target = 1,
+    check_range: bool = True,
 ) -> CamResult:
-    """Images (N, C, H, W) -> raw maps[method][layer] (N, h_l, w_l) and logits (N, C), one pass."""
+    """Images (N, C, H, W) -> raw maps[method][layer] (N, h_l, w_l) and logits (N, C), one pass.
+
+    check_range=False: a tensor target_class is known to hold valid classes (an argmax of this model's logits, as
+    test-time augmentation passes on), so its range is not checked; the check reads the values, which a traced
+    graph (defectcam-export) cannot do."""
     _check_images(images)
     method_fns = resolve_methods(methods)
     modules = _resolve_layers(model, layers)
@@ -201,7 +207,7 @@ def extract_cams(
         raise RuntimeError("CAMs need autograd: call compute_cams outside torch.inference_mode()")
     if images.is_inference():
         images = images.clone()  # inference tensors cannot enter an autograd graph
-    logits, activations, gradients = _run_pass(model, images, modules, target_class)
+    logits, activations, gradients = _run_pass(model, images, modules, target_class, check_range)
     maps: dict[str, dict[str, Tensor]] = {name: {} for name in method_fns}
     for layer in modules:
         # pop: A and G of a layer are freed as soon as its maps exist, not at the end.

@@ -65,7 +65,8 @@ def tta_cams(model: nn.Module, images: Tensor, layers: Sequence[str] | str, meth
         target_class = first.logits.argmax(1)
     sums = {method: {layer: raw.clone() for layer, raw in per.items()} for method, per in first.maps.items()}
     for transform in transforms[1:]:
-        result = extract_cams(model, transform.apply(images), layers, methods, target_class)
+        # an argmax of the model's own logits: in range by construction
+        result = extract_cams(model, transform.apply(images), layers, methods, target_class, check_range=False)
         for method, per_layer in result.maps.items():
             for layer, raw in per_layer.items():
                 sums[method][layer] += transform.invert(raw)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from defectcam.errors import ConfigError, StaleInputError
-from defectcam.export import INPUT_NAME, OUTPUT_NAMES
+from defectcam.export import INPUT_NAME
 
 
 def metadata_text(value: Any) -> str:
@@ -32,29 +32,36 @@ def onnx_session(path: Path) -> Any:
 
 
 class OnnxLocalizer:
-    """An exported localizer in onnxruntime: gray (N, 1, S, S) in [0, 1] -> (logit margins (N,), probabilities (N, S, S))."""
+    """An exported localizer in onnxruntime: gray (N, 1, S, S) in [0, 1] -> its outputs, in the file's order (or
+    `output_names`' order): the logit margins (N,), then the probabilities (N, S, S) and/or raw CAMs (N, h, w)."""
 
-    def __init__(self, path: Path, session: Any | None = None) -> None:
+    def __init__(self, path: Path, session: Any | None = None, output_names: list[str] | None = None) -> None:
         self.path = Path(path)
         self.session = session if session is not None else onnx_session(self.path)
+        self.output_names = [output.name for output in self.session.get_outputs()] if output_names is None else output_names
 
     @property
     def metadata(self) -> dict[str, str]:
         """The file's metadata_props (strings, JSON for anything not a string)."""
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def __call__(self, gray: Tensor) -> tuple[Tensor, Tensor]:
-        margins, probs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: gray.detach().float().cpu().contiguous().numpy()})
-        return torch.from_numpy(margins), torch.from_numpy(probs)
+    def __call__(self, gray: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.session.run(self.output_names, {INPUT_NAME: gray.detach().float().cpu().contiguous().numpy()})
+        return tuple(torch.from_numpy(output) for output in outputs)
 
 
-def load_onnx_localizer(path: Path, expected: dict[str, Any]) -> OnnxLocalizer:
+def load_onnx_localizer(path: Path, expected: dict[str, Any], output_names: list[str]) -> OnnxLocalizer:
     """localizer.onnx in onnxruntime, once its metadata holds every `expected` value (else one line naming the first
-    that differs: the file was exported for another entry, threshold, best.ckpt or decoder)."""
+    that differs: the file was exported for another entry, threshold, best.ckpt, decoder or CAM setting) and its
+    outputs are `output_names`."""
     localizer = OnnxLocalizer(path)
     stored = localizer.metadata
     for key, value in expected.items():
         if stored.get(key) != metadata_text(value):
             raise StaleInputError(f"{path}: exported with {key}={stored.get(key)!r}, but predict now has "
                                   f"{metadata_text(value)!r}; re-export it (make export) with the same predict.entry/gate/postprocess")
+    if sorted(localizer.output_names) != sorted(output_names):
+        raise StaleInputError(f"{path}: its outputs are {', '.join(localizer.output_names)}, predict needs "
+                              f"{', '.join(output_names)}; re-export it (make export)")
+    localizer.output_names = list(output_names)
     return localizer

@@ -16,21 +16,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from defectcam.errors import ConfigError, ModelError, one_line
-from defectcam.export import INPUT_NAME, OPSET, OUTPUT_NAMES, SIDECAR
-from defectcam.export.graph import Localizer
+from defectcam.export import INPUT_NAME, OPSET, SIDECAR
 from defectcam.export.runtime import OnnxLocalizer, metadata_text
 from defectcam.io import atomic_path, write_json
+from defectcam.localization.entry_network import MARGIN, PROBABILITY
 
 log = logging.getLogger(__name__)
-TOLERANCE = 1e-4  # largest difference allowed between onnxruntime and torch (maps; margins relative past 1)
+# largest difference allowed between onnxruntime and torch: probabilities as they are, margins relative past 1, raw
+# CAMs relative to each map's peak (their scale runs from 1e-8 to 1e3; predict min-max normalizes them anyway)
+TOLERANCE = 1e-4
 TRACE_BATCH, CHECK_BATCH = 2, 3  # the check batch differs from the traced one: it exercises the dynamic batch dimension
 
 
@@ -44,7 +46,7 @@ def batch_dimension() -> dict[str, dict[int, Any]]:
     return {INPUT_NAME: {0: torch.export.Dim("batch", min=1)}}
 
 
-def write_program(localizer: Localizer, path: Path, image_size: int, metadata: dict[str, Any]) -> None:
+def write_program(localizer: nn.Module, path: Path, image_size: int, metadata: dict[str, Any]) -> None:
     """torch.export's program of `localizer` -> `path` (.pt2, the metadata inside as extra file `localizer.json`)."""
     with torch.no_grad():
         program = torch.export.export(localizer, (example_input(image_size),), dynamic_shapes=batch_dimension())
@@ -68,41 +70,55 @@ def check_onnx_packages(key: str = "export.formats") -> None:
         raise ConfigError(f"{key}: onnx needs {' and '.join(missing)}; pip install 'defectcam[export]', or {key}=[torch]")
 
 
-def write_onnx(localizer: Localizer, path: Path, image_size: int, opset: int, metadata: dict[str, Any]) -> dict[str, Any]:
-    """`localizer` as ONNX at `opset` (batch dimension free, metadata in metadata_props) -> `path`, once onnxruntime
-    agrees with torch on a check batch; returns the check's numbers (empty when onnxruntime is missing)."""
+def write_onnx(localizer: nn.Module, path: Path, image_size: int, opset: int, metadata: dict[str, Any],
+               output_names: list[str], reference: Callable[[Tensor], tuple[Tensor, ...]] | None = None) -> dict[str, Any]:
+    """`localizer` as ONNX at `opset` (batch dimension free, outputs `output_names`, metadata in metadata_props) ->
+    `path`, once onnxruntime agrees with `reference` (default: `localizer` itself) on a check batch; returns the
+    check's numbers (empty when onnxruntime is missing)."""
     check_onnx_packages()
     # onnxscript's optimizer logs every pass at INFO, which would bury the stage's own lines.
     for name in ("onnx_ir", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
     program = torch.onnx.export(localizer, (example_input(image_size),), dynamo=True, opset_version=opset,
-                                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_shapes=batch_dimension(),
+                                input_names=[INPUT_NAME], output_names=list(output_names), dynamic_shapes=batch_dimension(),
                                 external_data=False, verbose=False)
     program.model.metadata_props.update({key: metadata_text(value) for key, value in metadata.items()})
     with atomic_path(path) as tmp:
         program.save(tmp, external_data=False)  # one file: a ResNet-101 with its decoder stays far below protobuf's 2 GB
-        return check_onnx(tmp, localizer, image_size, path)
+        return check_onnx(tmp, reference or localizer, image_size, path, output_names)
 
 
-def check_onnx(tmp: Path, localizer: Localizer, image_size: int, path: Path) -> dict[str, Any]:
+def check_onnx(tmp: Path, reference: Callable[[Tensor], tuple[Tensor, ...]], image_size: int, path: Path,
+               output_names: list[str]) -> dict[str, Any]:
     """The written ONNX file (`tmp`, to become `path`) against torch on a seeded batch -> its largest differences;
-    ModelError beyond TOLERANCE. Skipped (logged) without onnxruntime."""
+    ModelError beyond the tolerances. Skipped (logged) without onnxruntime."""
     if importlib.util.find_spec("onnxruntime") is None:
         log.warning("%s: onnxruntime is not installed; the exported graph was not checked against torch", path)
         return {}
     gray = torch.rand(CHECK_BATCH, 1, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        margins, probs = localizer(gray)
+    with torch.no_grad():  # an entry with CAMs turns gradients on inside, where it needs them
+        wanted = [output.detach().float() for output in reference(gray)]
     try:
-        got_margins, got_probs = OnnxLocalizer(tmp)(gray)
+        got = OnnxLocalizer(tmp, output_names=list(output_names))(gray)
     except Exception as exc:  # onnxruntime raises its own types (an opset or operator it does not know)
         raise ModelError(f"{path}: onnxruntime cannot run the exported graph ({one_line(exc)}); "
                          f"export.opset={OPSET} is the tested one") from None
-    check = {"images": CHECK_BATCH, "max_margin_difference": float((got_margins - margins).abs().max()),
-             "max_probability_difference": float((got_probs - probs).abs().max())}
-    # Margins are logits (tens on a confident model): float32 rounding grows with them, so theirs is relative past 1.
-    margin_error = float(((got_margins - margins).abs() / margins.abs().clamp(min=1.0)).max())
-    if max(margin_error, check["max_probability_difference"]) > TOLERANCE:
+    check: dict[str, Any] = {"images": CHECK_BATCH}
+    errors = []
+    for name, want, have in zip(output_names, wanted, got, strict=True):
+        difference = (have - want).abs()
+        if name == MARGIN:  # logits (tens on a confident model): float32 rounding grows with them, so relative past 1
+            check["max_margin_difference"] = float(difference.max())
+            errors.append(float((difference / want.abs().clamp(min=1.0)).max()))
+        elif name == PROBABILITY:
+            check["max_probability_difference"] = float(difference.max())
+            errors.append(check["max_probability_difference"])
+        else:  # a raw CAM, relative to each map's peak; a map that is zero in torch must be zero here too, as predict's
+            # min-max would turn any noise on it into a whole map
+            peak = want.flatten(1).abs().amax(1).clamp(min=torch.finfo(torch.float32).tiny)[:, None, None]
+            check[f"max_relative_{name}_difference"] = float((difference / peak).max())
+            errors.append(check[f"max_relative_{name}_difference"])
+    if not all(error <= TOLERANCE for error in errors):  # written so that a NaN fails too
         raise ModelError(f"{path}: onnxruntime differs from torch on a check batch ({check}); not written")
     return check
 

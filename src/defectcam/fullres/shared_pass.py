@@ -54,10 +54,10 @@ def product_sources(network: nn.Module, images: Tensor, method: str, layer: str,
         raise ValueError("a network that decodes a trained encoder's features runs its own backbone pass")
     classifier = network.classifier
 
-    def one_pass(images: Tensor, target: Target) -> tuple[Tensor, Tensor, Tensor]:
+    def one_pass(images: Tensor, target: Target, check_range: bool = True) -> tuple[Tensor, Tensor, Tensor]:
         """(logits, raw CAMs, defect probabilities) of `images` from one forward and one backward pass."""
         with recorded_outputs(classifier, FEATURE_MODULES) as features:
-            result = extract_cams(classifier, images, [layer], [method], target)
+            result = extract_cams(classifier, images, [layer], [method], target, check_range)
             stages = [features[name] for name in FEATURE_MODULES]
         with torch.no_grad():
             probs = network.decode([images, *stages]).float().softmax(1)[:, 1]
@@ -68,6 +68,7 @@ def product_sources(network: nn.Module, images: Tensor, method: str, layer: str,
     if isinstance(target_class, str):  # 'predicted': every transform explains the image's own class
         target_class = logits.argmax(1)
     for transform in transforms[1:]:
-        _, cam, probs = one_pass(transform.apply(images), target_class)
+        # the targets of the first pass: checked there, or the argmax of this classifier's logits
+        _, cam, probs = one_pass(transform.apply(images), target_class, check_range=False)
         cam_total, prob_total = cam_total + transform.invert(cam), prob_total + transform.invert(probs)
     return logits.float(), cam_total / len(transforms), prob_total / len(transforms)

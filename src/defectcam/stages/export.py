@@ -1,12 +1,13 @@
-"""`defectcam-export`: per problem, the classifier and the full-resolution decoder of predict's entry as one model.
+"""`defectcam-export`: per problem, predict's entry (the classifier with its decoder and/or CAMs) as one model.
 
     defectcam-export paths.output_dir=outputs/quick data.problems=[1] predict.entry=fullres/layercam/layer2
 
 The entry is the one predict would apply (predict.entry / predict.gate / predict.postprocess, or the protocol's
-choice); only a decoder entry can be exported: a CAM needs gradients. Writes problem_<k>/export/localizer.onnx
-(onnxruntime), localizer.pt2 (torch.export) and localizer.json (the metadata, also inside both files), each
-atomically; the model takes gray (N, 1, S, S) images in [0, 1] and returns the logit margin and the defect
-probability map (docs/export.md).
+choice): a decoder entry, a CAM entry, a fusion or a product. An entry with CAMs carries its backward pass in the
+graph (export/gradient_graph.py). Writes problem_<k>/export/localizer.onnx (onnxruntime), localizer.pt2
+(torch.export) and localizer.json (the metadata, also inside both files), each atomically; the model takes gray
+(N, 1, S, S) images in [0, 1] and returns the logit margin, then the defect probability map and/or the raw CAMs
+the entry's map is made from (docs/export.md).
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from defectcam.data.prepare import problem_dir
-from defectcam.errors import ConfigError
-from defectcam.export import FILES, FOLDER, INPUT_NAME, OPSET, OUTPUT_NAMES, SIDECAR
-from defectcam.fullres import DECODER_METHODS
-from defectcam.localization.entries import BASELINE_LAYER
-from defectcam.models.loading import load_classifier
-from defectcam.stages.fullres import load_decoder
-from defectcam.stages.predict import Entry, localizer_identity, predict_entry, scored_settings
+from defectcam.errors import ConfigError, DefectcamError, ModelError, one_line
+from defectcam.export import FILES, FOLDER, INPUT_NAME, OPSET, SIDECAR
+from defectcam.localization.entry_network import MARGIN, PROBABILITY, EntryNetwork
+from defectcam.stages.predict import Entry, entry_network, localizer_identity, predict_entry, scored_settings
 from defectcam.stages.settings import output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
 
@@ -57,59 +54,60 @@ def newest_opset() -> int:
     return int(onnx.defs.onnx_opset_version())
 
 
-def exportable_entries(folder: Path) -> list[str]:
-    """The decoder entries (method/layer) localize scored in a problem folder's localization.csv."""
-    rows = pd.read_csv(folder / "localization.csv")
-    decoders = rows[rows["method"].isin(list(DECODER_METHODS.values())) & (rows["layer"] != BASELINE_LAYER)]
-    return sorted({f"{m}/{layer}" for m, layer in zip(decoders["method"], decoders["layer"])})
-
-
-def check_exportable(cfg: DictConfig, folder: Path, entry: Entry) -> None:
-    """One line when `entry` is a CAM entry, naming the exportable (decoder) entries."""
-    if entry.method in DECODER_METHODS.values():
-        return
-    known = exportable_entries(folder)
-    choice = "predict.entry" if cfg.predict.entry is not None else f"the protocol's choice (gate {entry.gate})"
-    offer = (f"exportable entries: {', '.join(known)} (predict.entry=...)" if known
-             else "no decoder entry was scored; train one with make fullres, then make localize")
-    raise ConfigError(f"{entry.method}/{entry.layer} ({choice}, {folder / 'localization.csv'}) is a CAM entry (needs gradients), "
-                      f"it cannot be exported; {offer}")
-
-
-def export_metadata(folder: Path, problem: int, entry: Entry, decision: float, record: dict[str, Any], opset: int) -> dict[str, Any]:
-    """What the exported files carry: predict's identity of the localizer (entry, thresholds, SHA-1s) and how to feed it."""
-    size = int(record["image_size"])
-    return {**localizer_identity(folder, entry, decision, size), "problem": problem, "opset": opset,
-            "normalization": [float(v) for v in record["normalization"]], "tta": str(record["tta"]),
+def export_metadata(folder: Path, problem: int, entry: Entry, decision: float, network: EntryNetwork, size: int,
+                    opset: int) -> dict[str, Any]:
+    """What the exported files carry: predict's identity of the localizer (entry, thresholds, SHA-1s, CAM settings)
+    and how to feed it and read its outputs."""
+    parts, names = network.parts, network.parts.output_names()
+    described = {MARGIN: "(N,) logit[1] - logit[0]", PROBABILITY: f"(N, {size}, {size}) in [0, 1]"}
+    outputs = "; ".join(f"{name}: {described.get(name, '(N, h, w) raw CAM, not normalized')}" for name in names)
+    if entry.decoder_threshold is not None:
+        built = (f"map = {PROBABILITY} x min-max({names[-1]} upsampled), zero where max({PROBABILITY}) < decoder_threshold")
+    elif parts.decoder is not None:
+        built = f"map = {PROBABILITY}"
+    elif len(parts.cam_layers) == 1:
+        built = f"map = min-max({names[-1]} upsampled)"
+    else:
+        built = f"map = {entry.method} fusion of min-max({', '.join(names[1:])} upsampled)"
+    return {**localizer_identity(folder, entry, decision, network, size), "problem": problem, "opset": opset,
+            "normalization": [network.mean, network.std], "output_names": names,
             "input": f"{INPUT_NAME}: float32 (N, 1, {size}, {size}), gray in [0, 1], resized (area) to {size} px",
-            "outputs": f"{OUTPUT_NAMES[0]}: (N,) logit[1] - logit[0]; {OUTPUT_NAMES[1]}: (N, {size}, {size}) in [0, 1]",
-            "rule": f"defect where {OUTPUT_NAMES[0]} > decision_threshold; mask = {OUTPUT_NAMES[1]} >= threshold"
+            "outputs": outputs,
+            "rule": f"defect where {MARGIN} > decision_threshold; {built} (bilinear to the image's size); mask = map >= threshold"
                     f"{', emptied where not defect' if entry.gate == 'classifier' else ''}"
                     f"{', then the ellipse post-process (not in the graph)' if entry.postprocess == 'ellipse' else ''}"}
 
 
 def export_problem(cfg: DictConfig, problem: int, formats: list[str], opset: int) -> Path:
     """Write one problem's localizer files (formats asked for, and the sidecar); returns the export folder."""
-    from defectcam.export.graph import Localizer  # the writers import onnx lazily; keep the stage's import light
-    from defectcam.export.writers import check_onnx_packages, write_onnx, write_program, write_sidecar
+    # the writers import onnx and the tracer lazily; keep the stage's import light
+    from defectcam.export.gradient_graph import traced_entry
+    from defectcam.export.writers import check_onnx_packages, example_input, write_onnx, write_program, write_sidecar
 
     folder = problem_dir(output_dir(cfg), problem)
     entry = predict_entry(cfg, folder)
-    check_exportable(cfg, folder, entry)
     if "onnx" in formats:
         check_onnx_packages()
-    _, decision = scored_settings(folder)
-    module = load_classifier(folder / "checkpoints" / "best.ckpt")  # on the CPU: the files are device-free
-    network, record = load_decoder(folder, entry.method, module.net)
-    metadata = export_metadata(folder, problem, entry, decision, record, opset)
-    localizer = Localizer(network, tuple(record["normalization"]), str(record["tta"]))
-    out, size, check = folder / FOLDER, int(record["image_size"]), {}
-    log.info("problem %d: exporting %s/%s (post-process %s, gate %s, threshold %.4g, TTA %s) as %s", problem, entry.method,
-             entry.layer, entry.postprocess, entry.gate, entry.threshold, record["tta"], ", ".join(formats))
-    if "onnx" in formats:
-        check = write_onnx(localizer, out / FILES["onnx"], size, opset, metadata)
-    if "torch" in formats:
-        write_program(localizer, out / FILES["torch"], size, metadata)
+    meta, decision = scored_settings(folder)
+    network, _ = entry_network(cfg, folder, entry, meta)  # on the CPU: the files are device-free
+    size, parts = int(meta["image_size"]), network.parts
+    metadata = export_metadata(folder, problem, entry, decision, network, size, opset)
+    out, check = folder / FOLDER, {}
+    log.info("problem %d: exporting %s/%s (post-process %s, gate %s, threshold %.4g%s) as %s", problem, entry.method,
+             entry.layer, entry.postprocess, entry.gate, entry.threshold,
+             "".join(f", {key} {metadata[key]}" for key in ("tta", "cam_tta", "cam_target") if key in metadata), ", ".join(formats))
+    try:
+        # A CAM needs a backward pass, which torch.export does not record: trace it first (export/gradient_graph.py).
+        graph = traced_entry(network, example_input(size)) if parts.cam_method is not None else network
+        if "onnx" in formats:
+            check = write_onnx(graph, out / FILES["onnx"], size, opset, metadata, parts.output_names(), reference=network)
+        if "torch" in formats:
+            write_program(graph, out / FILES["torch"], size, metadata)
+    except DefectcamError:
+        raise
+    except Exception as exc:  # the tracer's or an exporter's own (a guard, an operator without an ONNX rule)
+        raise ModelError(f"{folder / 'checkpoints' / 'best.ckpt'}: {entry.method}/{entry.layer} could not be exported "
+                         f"({type(exc).__name__}: {one_line(exc)})") from exc
     for name in set(FILES) - set(formats):  # a file of an earlier export would not match the sidecar
         (out / FILES[name]).unlink(missing_ok=True)
     write_sidecar(out / SIDECAR, metadata, {name: FILES[name] for name in formats}, check)

@@ -25,24 +25,20 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from defectcam.cams.normalize import scoring_maps
-from defectcam.cams.tta import tta_cams
 from defectcam.data.images import resize_image
 from defectcam.data.inputs import check_min_size, check_on_error, collect_inputs, read_input
 from defectcam.data.prepare import problem_dir
 from defectcam.errors import ConfigError, DatasetError, StageOrderError, StaleInputError
-from defectcam.evaluation.classification import logit_margin
 from defectcam.export import EXPORT_FORMAT, FILES as EXPORT_FILES, FOLDER as EXPORT_FOLDER
+from defectcam.fullres.maps import probability_scoring_maps
 from defectcam.io import read_json, temp_dir, write_json
 from defectcam.localization.ellipse import analysis_maps, largest_component_ellipses
-from defectcam.fullres import DECODER_METHODS
-from defectcam.fullres.maps import defect_probabilities, probability_scoring_maps
-from defectcam.fullres.shared_pass import product_sources
-from defectcam.localization.entries import BASELINE_LAYER, entry_scoring_maps, entry_sources, fusions_from
-from defectcam.localization.products import WEAK_DECODER, gated_product, product_cam
+from defectcam.localization.entries import BASELINE_LAYER, Fusion, entry_scoring_maps, fusions_from
+from defectcam.localization.entry_network import EntryNetwork, EntryParts, entry_parts, split_outputs
+from defectcam.localization.products import gated_product, product_cam
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
 from defectcam.report.figures import overlay_rgb
@@ -60,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MIN_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
 GATES = ("classifier", "none")
-BACKENDS = ("torch", "onnx")  # onnx: the problem's export/localizer.onnx in onnxruntime (decoder entries only)
+BACKENDS = ("torch", "onnx")  # onnx: the problem's export/localizer.onnx in onnxruntime
 ELLIPSE_KEYS = ("ellipse_cx", "ellipse_cy", "ellipse_major", "ellipse_minor", "ellipse_angle_deg")
 
 
@@ -155,83 +151,49 @@ def scored_settings(folder: Path) -> tuple[dict[str, Any], float]:
 
 @dataclass
 class Predictor:
-    """A classifier and an entry turned into per-image predictions: scoring map at the image's own size, logit
-    margin, decision and mask (emptied where the gate rejects the image), built as localize scores them.
+    """An entry's network turned into per-image predictions: scoring map at the image's own size, logit margin,
+    decision and mask (emptied where the gate rejects the image), built as localize scores them.
 
-    A CAM entry computes its CAMs (a forward and a backward pass); a decoder entry (`decoder`: the classifier and
-    the fullres stage's decoder as one network) is one forward pass per TTA transform (`decoder_tta`), its
-    probabilities upsampled; a product entry (fullres_x_<cam>) computes both and multiplies them, gated: from one
-    classifier pass per transform when the CAMs and the decoder average over the same TTA set (fullres/shared_pass.py),
-    else from a pass each."""
+    `network` maps gray (N, 1, S, S) in [0, 1] to the entry's sources in `parts.output_names()` order: the
+    EntryNetwork in PyTorch (localization/entry_network.py) or the same network exported (predict.backend=onnx).
+    The sources become the entry's map here, per image size: a decoder's probabilities upsampled, raw CAMs
+    upsampled and min-max normalized (fused for a fusion), a product's two maps multiplied and gated."""
 
-    net: nn.Module
-    normalization: tuple[float, float]
+    network: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    parts: EntryParts
     entry: Entry
     decision: float
     image_size: int
-    fusions: dict[str, Any]
-    target: str = "defect"
-    tta: str = "none"  # the CAMs' (the CAM cache's)
-    decoder: nn.Module | None = None
-    decoder_tta: str = "none"  # the decoder's own
-    # predict.backend=onnx: the exported model, gray (N, 1, S, S) -> (margins (N,), probabilities (N, S, S))
-    exported: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    fusions: dict[str, Fusion]
+    device: torch.device = torch.device("cpu")
 
     def gray_input(self, images: list[np.ndarray]) -> torch.Tensor:
-        """(H, W) uint8 images -> (N, 1, S, S) float in [0, 1], resized as training saw them (an exported model's input)."""
-        return torch.stack([torch.from_numpy(resize_image(g, self.image_size)).float().div(255.0) for g in images]).unsqueeze(1)
+        """(H, W) uint8 images -> (N, 1, S, S) float in [0, 1], resized as training saw them (the network's input)."""
+        # np.array: an image already at size comes back as the read-only array it was read into
+        return torch.stack([torch.from_numpy(np.array(resize_image(g, self.image_size))).float().div(255.0)
+                            for g in images]).unsqueeze(1)
 
-    def network_input(self, images: list[np.ndarray]) -> torch.Tensor:
-        """(H, W) uint8 images -> (N, 3, S, S) float, resized and normalized as training saw them."""
-        mean, std = self.normalization
-        return ((self.gray_input(images) - mean) / std).expand(-1, 3, -1, -1)
+    def maps(self, gray: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
+        """(N, 1, S, S) gray -> (logit margins (N,), per image a function size -> its (1, H, W) scoring map)."""
+        outputs = [output.detach().float().cpu() for output in self.network(gray.to(self.device))]
+        margins, probs, raw = split_outputs(self.parts, outputs)
+        return margins, [lambda size, j=j: self.scoring_map(probs, raw, j, size) for j in range(len(margins))]
 
-    def exported_maps(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[Any]]:
-        """(H, W) uint8 images through the exported model -> as maps(): logit margins (N,), per image size -> (1, H, W) map."""
-        margins, probs = self.exported(self.gray_input(images))
-        return margins, [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size) for j in range(len(probs))]
+    def scoring_map(self, probs: torch.Tensor | None, raw: dict[str, torch.Tensor], j: int, size: tuple[int, int]) -> torch.Tensor:
+        """Image j's (1, H, W) scoring map at `size`, from the network's probabilities and raw CAMs."""
+        if probs is None:  # a CAM entry or a fusion
+            cams = {self.parts.cam_method: {layer: maps[j : j + 1] for layer, maps in raw.items()}}
+            return entry_scoring_maps(cams, self.entry.method, self.entry.layer, self.fusions, size)
+        decoder_map = probability_scoring_maps(probs[j : j + 1], size)
+        if not raw:
+            return decoder_map
+        (cam,) = raw.values()
+        threshold = float(self.entry.decoder_threshold)  # type: ignore[arg-type]  # set for every product entry
+        return gated_product(decoder_map, scoring_maps(cam[j : j + 1], size), threshold)
 
-    def maps(self, tensor: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
-        """(N, 3, S, S) on the device -> (logit margins (N,), per image a function size -> its (1, H, W) scoring map)."""
-        if self.decoder is not None:
-            cam = product_cam(self.entry.method)
-            if cam is not None and self.tta == self.decoder_tta:  # both maps from one classifier pass per transform
-                with torch.enable_grad():
-                    logits, raw, probs = product_sources(self.decoder, tensor, cam, self.entry.layer, target_class(self.target),
-                                                         self.tta)
-                raw, probs = raw.float().cpu(), probs.cpu()
-            else:
-                with torch.no_grad():
-                    logits, probs = defect_probabilities(self.decoder, tensor, self.decoder_tta)
-                probs = probs.cpu()
-                if cam is None:
-                    return logit_margin(logits.cpu()), [lambda size, j=j: probability_scoring_maps(probs[j : j + 1], size)
-                                                        for j in range(len(probs))]
-                raw = self.cam_maps(tensor, cam, [self.entry.layer])[1][self.entry.layer]
-            threshold = float(self.entry.decoder_threshold)  # type: ignore[arg-type]  # set for every product entry
-            return logit_margin(logits.cpu()), [
-                lambda size, j=j: gated_product(probability_scoring_maps(probs[j : j + 1], size),
-                                                scoring_maps(raw[j : j + 1], size), threshold)
-                for j in range(len(probs))]
-        method, layers = entry_sources(self.entry.method, self.entry.layer, self.fusions)
-        logits, raw = self.cam_maps(tensor, method, layers)
-        return logit_margin(logits), [
-            lambda size, j=j: entry_scoring_maps({method: {layer: m[j : j + 1] for layer, m in raw.items()}}, self.entry.method,
-                                                 self.entry.layer, self.fusions, size)
-            for j in range(tensor.shape[0])]
-
-    def cam_maps(self, tensor: torch.Tensor, method: str, layers: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(N, 3, S, S) on the device -> CPU (logits, layer -> raw CAMs) of one method, as the cams stage made them."""
-        with torch.enable_grad():  # CAMs need gradients, whatever the caller's mode; float32, as the cams stage runs
-            result = tta_cams(self.net, tensor, layers, [method], target_class(self.target), self.tta)
-        return result.logits.float().cpu(), {layer: maps.float().cpu() for layer, maps in result.maps[method].items()}
-
-    def __call__(self, images: list[np.ndarray], device: torch.device) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:
+    def __call__(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, float, bool]]:
         """(H, W) uint8 images -> per image (scoring map (H, W), mask (H, W) bool, logit margin, defect)."""
-        if self.exported is not None:
-            margins, scoring = self.exported_maps(images)
-        else:
-            margins, scoring = self.maps(self.network_input(images).to(device))
+        margins, scoring = self.maps(self.gray_input(images))
         out = []
         for j, image in enumerate(images):
             score_map = scoring[j](image.shape)
@@ -243,6 +205,23 @@ class Predictor:
         return out
 
 
+def entry_network(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntryNetwork, dict[str, Fusion]]:
+    """The entry's network over a problem folder's best.ckpt, on the CPU (move it after), and the configured fusions
+    (by name). The network sees images as localize's maps were made: the CAMs as the cache was made (`meta`: its
+    target and TTA), the decoder the fullres stage stored, with its own TTA."""
+    module = load_classifier(folder / "checkpoints" / "best.ckpt").eval()
+    fusions = {f.name: f for f in fusions_from(cfg.cam.fusions)}
+    parts = entry_parts(entry.method, entry.layer, fusions)
+    decoder, decoder_tta = None, "none"
+    if parts.decoder is not None:
+        decoder, record = load_decoder(folder, parts.decoder, module.net)
+        decoder_tta = str(record["tta"])
+    normalization = (float(module.hparams.normalization[0]), float(module.hparams.normalization[1]))
+    network = EntryNetwork(module.net, normalization, parts, target_class(str(meta["target"])), str(meta.get("tta", "none")),
+                           decoder, decoder_tta)
+    return network, fusions
+
+
 def check_backend(cfg: DictConfig) -> str:
     """predict.backend, one of BACKENDS (else one line)."""
     backend = str(cfg.predict.backend)
@@ -251,28 +230,35 @@ def check_backend(cfg: DictConfig) -> str:
     return backend
 
 
-def localizer_identity(folder: Path, entry: Entry, decision: float, image_size: int) -> dict[str, Any]:
+def localizer_identity(folder: Path, entry: Entry, decision: float, network: EntryNetwork, image_size: int) -> dict[str, Any]:
     """What an exported localizer of `folder` must have been made from to stand for `entry`: the export layout, the
-    entry and its threshold, the gate's decision threshold, the input size, the SHA-1 of best.ckpt and of the decoder."""
-    decoder = decoder_path(folder, entry.method)
-    if not decoder.is_file():
-        raise StageOrderError(f"{decoder}: missing; run the fullres stage first (make fullres)")
-    return {"export_format": EXPORT_FORMAT, "method": entry.method, "layer": entry.layer, "postprocess": entry.postprocess,
-            "gate": entry.gate, "threshold": entry.threshold, "decision_threshold": decision, "image_size": image_size,
-            "checkpoint_sha1": file_sha1(folder / "checkpoints" / "best.ckpt"), "decoder_sha1": file_sha1(decoder)}
+    entry and its thresholds, the gate's decision threshold, the input size, the SHA-1 of best.ckpt, and what the
+    graph computes: the decoder (its file's SHA-1, its TTA), the CAMs (method, layers, target, TTA)."""
+    identity: dict[str, Any] = {
+        "export_format": EXPORT_FORMAT, "method": entry.method, "layer": entry.layer, "postprocess": entry.postprocess,
+        "gate": entry.gate, "threshold": entry.threshold, "decision_threshold": decision, "image_size": image_size,
+        "checkpoint_sha1": file_sha1(folder / "checkpoints" / "best.ckpt")}
+    parts = network.parts
+    if parts.decoder is not None:
+        identity.update(decoder_sha1=file_sha1(decoder_path(folder, parts.decoder)), tta=network.decoder_tta)
+    if entry.decoder_threshold is not None:
+        identity["decoder_threshold"] = entry.decoder_threshold
+    if parts.cam_method is not None:
+        identity.update(cam_method=parts.cam_method, cam_layers=list(parts.cam_layers),
+                        cam_target=network.target,
+                        cam_tta=network.cam_tta)
+    return identity
 
 
-def exported_localizer(folder: Path, entry: Entry, decision: float, image_size: int) -> OnnxLocalizer:
+def exported_localizer(folder: Path, entry: Entry, decision: float, network: EntryNetwork, image_size: int) -> OnnxLocalizer:
     """predict.backend=onnx: the problem's localizer.onnx in onnxruntime, once it is known to be this entry's."""
-    if entry.method not in DECODER_METHODS.values():
-        raise ConfigError(f"predict.backend=onnx: {entry.method}/{entry.layer} is a CAM entry (needs gradients), it has no "
-                          "exported model; use predict.backend=torch, or a decoder entry (predict.entry=fullres/...)")
     path = folder / EXPORT_FOLDER / EXPORT_FILES["onnx"]
     if not path.is_file():
         raise StageOrderError(f"{path}: missing; export it first (make export) with the same predict.entry/gate/postprocess")
     from defectcam.export.runtime import load_onnx_localizer  # onnxruntime is an optional extra
 
-    return load_onnx_localizer(path, localizer_identity(folder, entry, decision, image_size))
+    return load_onnx_localizer(path, localizer_identity(folder, entry, decision, network, image_size),
+                               network.parts.output_names())
 
 
 def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -281,21 +267,15 @@ def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path
     entry = predict_entry(cfg, folder)
     meta, decision = scored_settings(folder)
     device = inference_device(cfg)
-    module = load_classifier(folder / "checkpoints" / "best.ckpt").to(device).eval()
-    # The network sees the images as localize's maps were made: the cached image size, target and TTA (the CAM
-    # cache's for a CAM entry, the decoder's own for a full-resolution entry).
-    decoder, decoder_tta, exported = None, "none", None
-    if check_backend(cfg) == "onnx":  # normalization and TTA are inside the exported graph
-        exported = exported_localizer(folder, entry, decision, int(meta["image_size"]))
+    network, fusions = entry_network(cfg, folder, entry, meta)
+    size = int(meta["image_size"])
+    if check_backend(cfg) == "onnx":  # normalization, TTA and the CAMs' backward pass are inside the exported graph
+        # the PyTorch network is not run, but it says what the file must hold (its decoder is checked, loaded, and named)
+        exported = exported_localizer(folder, entry, decision, network, size)
         log.info("problem %d: backend onnx, %s", problem, exported.path)
-    elif entry.method in DECODER_METHODS.values() or product_cam(entry.method) is not None:
-        # a product multiplies the weak decoder's map: that decoder is loaded, as for a decoder entry its own
-        decoder_method = WEAK_DECODER if product_cam(entry.method) is not None else entry.method
-        decoder, record = load_decoder(folder, decoder_method, module.net)
-        decoder, decoder_tta = decoder.to(device), str(record["tta"])
-    predictor = Predictor(module.net, tuple(float(v) for v in module.hparams.normalization), entry, decision,
-                          int(meta["image_size"]), {f.name: f for f in fusions_from(cfg.cam.fusions)}, str(meta["target"]),
-                          str(meta.get("tta", "none")), decoder, decoder_tta, exported)
+        predictor = Predictor(exported, network.parts, entry, decision, size, fusions)
+    else:
+        predictor = Predictor(network.to(device), network.parts, entry, decision, size, fusions, device)
     batch, stop = int(cfg.predict.batch_size), check_on_error(cfg.predict.on_error) == "stop"
     log.info("problem %d: %s %s (post-process %s, gate %s) at threshold %.4g; classifier: margin > %.4g",
              problem, entry.method, entry.layer, entry.postprocess, entry.gate, entry.threshold, decision)
@@ -319,7 +299,7 @@ def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path
             kept.append(i)
         if not images:
             continue
-        for (heat, mask, margin, defect), i, image in zip(predictor(images, device), kept, images):
+        for (heat, mask, margin, defect), i, image in zip(predictor(images), kept, images):
             row = write_outputs(work, names[i], paths[i], image, heat, mask, margin, defect, entry, problem, decision)
             if entry.postprocess == "ellipse":
                 row.update(ellipse_parameters(torch.from_numpy(heat)[None], entry.threshold) if mask.any() else dict.fromkeys(ELLIPSE_KEYS, math.nan))

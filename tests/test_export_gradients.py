@@ -1,0 +1,95 @@
+"""Entries that need gradients (a CAM, a fusion, a product) exported with their backward pass in the graph: the
+frozen convolution's input gradient against autograd, and the ONNX / torch.export files against PyTorch's own maps
+at batch sizes other than the traced one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from defectcam.export import OPSET
+from defectcam.export.gradient_graph import convolution_input_gradient, traced_entry
+from defectcam.export.runtime import OnnxLocalizer
+from defectcam.export.writers import example_input, write_onnx, write_program
+from defectcam.fullres.network import FullResolutionNet
+from defectcam.localization.entries import fusions_from
+from defectcam.localization.entry_network import EntryNetwork, entry_parts
+
+SIZE, NORMALIZATION = 32, (0.4, 0.1)
+
+
+@pytest.mark.parametrize(("stride", "padding", "dilation", "groups", "side"),
+                         [(1, 1, 1, 1, 9), (2, 1, 1, 1, 9), (2, 1, 1, 1, 10), (2, 3, 1, 1, 11), (1, 2, 2, 1, 8), (2, 0, 1, 2, 7)])
+def test_the_convolution_input_gradient_is_autograds(stride: int, padding: int, dilation: int, groups: int, side: int) -> None:
+    """Odd and even sides under a stride: conv_transpose2d alone would give back the wrong size without the output padding."""
+    generator = torch.Generator().manual_seed(side + stride)
+    inputs = torch.randn(2, 4, side, side + 1, generator=generator, requires_grad=True)
+    weight = torch.randn(6, 4 // groups, 3, 3, generator=generator)
+    output = F.conv2d(inputs, weight, None, stride, padding, dilation, groups)
+    grad_output = torch.randn(output.shape, generator=generator)
+    (expected,) = torch.autograd.grad(output, inputs, grad_output)
+    got, no_weight, no_bias = convolution_input_gradient(grad_output, inputs.detach(), weight, None, [stride] * 2, [padding] * 2,
+                                                          [dilation] * 2, False, [0, 0], groups, [True, False, False])
+    assert got.shape == inputs.shape and no_weight is None and no_bias is None
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def tiny_resnet() -> nn.Module:
+    """A one-block-per-stage ResNet, random but with BatchNorm statistics that keep its CAMs from vanishing."""
+    torch.manual_seed(0)
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=2).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(8, 3, SIZE, SIZE))
+        model.fc.weight[1].abs_()  # positive evidence for class 1 somewhere
+    return model.eval()
+
+
+FUSIONS = {f.name: f for f in fusions_from({"layercam_fused": {"method": "layercam", "layers": ["layer2", "layer3"]}})}
+CASES = {  # (method, layer, target, CAM TTA, decoder TTA)
+    "product, one shared pass": ("fullres_x_gradcampp", "layer2", 1, "none", "none"),  # the TTA: the next case
+    "product, a pass each, predicted class": ("fullres_x_layercam", "layer3", "predicted", "flips", "none"),
+    "fusion": ("layercam_fused", "layer2+layer3", 1, "none", "none"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: Path, one_thread: None) -> None:
+    method, layer, target, cam_tta, decoder_tta = CASES[case]
+    classifier = tiny_resnet()
+    parts = entry_parts(method, layer, FUSIONS)
+    decoder = FullResolutionNet(classifier, (8, 8, 8)).eval() if parts.decoder else None
+    network = EntryNetwork(classifier, NORMALIZATION, parts, target, cam_tta, decoder, decoder_tta)
+    before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    graph = traced_entry(network, example_input(SIZE))
+    check = write_onnx(graph, tmp_path / "l.onnx", SIZE, OPSET, {}, parts.output_names(), reference=network)
+    # tracing swaps fake tensors into the modules: the real weights must be back, unchanged
+    assert all(type(p) is nn.Parameter for p in network.parameters())
+    assert all(torch.equal(tensor, before[name]) for name, tensor in network.state_dict().items())
+    assert set(check) >= {"max_margin_difference", *(f"max_relative_cam_{name}_difference" for name in parts.cam_layers)}
+    exported = {"onnx": OnnxLocalizer(tmp_path / "l.onnx")}
+    assert exported["onnx"].output_names == parts.output_names()
+    if case == "product, one shared pass":  # torch.export's file, from the same traced graph
+        write_program(graph, tmp_path / "l.pt2", SIZE, {})
+        exported["pt2"] = torch.export.load(tmp_path / "l.pt2").module()
+    for batch in (1, 4):  # traced at 2, checked at 3 by write_onnx
+        gray = torch.rand(batch, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
+        expected = network(gray)
+        for backend, model in exported.items():
+            for name, got, want in zip(parts.output_names(), model(gray), expected, strict=True):
+                assert got.shape == want.shape, (backend, name)
+                if name.startswith("cam_"):  # raw CAMs: relative to each map's peak, as write_onnx checks them
+                    assert float(want.abs().amax()) > 0, name
+                    error = float(((got - want).abs() / want.flatten(1).abs().amax(1)[:, None, None]).max())
+                else:
+                    error = float((got - want).abs().max())
+                assert error <= 1e-4, (backend, name, error)
+    if cam_tta != "none":  # the TTA is in the graph: the exported CAM is not the plain one
+        network.cam_tta = network.decoder_tta = "none"
+        plain = network(gray)[-1]
+        assert float((exported["onnx"](gray)[-1] - plain).abs().max()) > 1e-3 * float(plain.abs().amax())
