@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from defectcam.cams.normalize import minmax
 from defectcam.errors import ConfigError, ModelError, one_line
 from defectcam.export import INPUT_NAME, OPSET, SIDECAR
 from defectcam.export.runtime import OnnxLocalizer, metadata_text
@@ -30,9 +31,17 @@ from defectcam.io import atomic_path, write_json
 from defectcam.localization.entry_network import MARGIN, PROBABILITY
 
 log = logging.getLogger(__name__)
-# largest difference allowed between onnxruntime and torch: probabilities as they are, margins relative past 1, raw
-# CAMs relative to each map's peak (their scale runs from 1e-8 to 1e3; predict min-max normalizes them anyway)
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4  # largest difference allowed between onnxruntime and torch: probabilities, margins (relative past 1)
+# A raw CAM is compared as predict thresholds it, min-max normalized per image. Gradients are not smooth: where a
+# pre-activation sits within float32 rounding of zero, a ReLU passes or blocks the gradient depending on the order of
+# a sum, so two float32 engines differ locally. On real DAGM problem 1 (seed 0's ResNet-50, 8 test images, 12 method x
+# layer maps) PyTorch float32 itself differs from float64 by up to 1.1e-2 of a map's peak (LayerCAM at layer1), and
+# onnxruntime from PyTorch by a mean of at most 2.8e-4 with at most 1.6e-4 of the pixels more than 1e-2 apart. A bug
+# (a wrong transform, a wrong padding) moves whole maps: the mean and the share below catch it, the local
+# differences pass.
+CAM_MEAN_TOLERANCE = 1e-3  # the mean absolute difference of the normalized maps
+CAM_SHARE_TOLERANCE = 1e-3  # the share of their pixels more than CAM_LOCAL_STEP apart
+CAM_LOCAL_STEP = 1e-2
 TRACE_BATCH, CHECK_BATCH = 2, 3  # the check batch differs from the traced one: it exercises the dynamic batch dimension
 
 
@@ -104,21 +113,22 @@ def check_onnx(tmp: Path, reference: Callable[[Tensor], tuple[Tensor, ...]], ima
         raise ModelError(f"{path}: onnxruntime cannot run the exported graph ({one_line(exc)}); "
                          f"export.opset={OPSET} is the tested one") from None
     check: dict[str, Any] = {"images": CHECK_BATCH}
-    errors = []
+    limits = []  # (measured, allowed)
     for name, want, have in zip(output_names, wanted, got, strict=True):
         difference = (have - want).abs()
         if name == MARGIN:  # logits (tens on a confident model): float32 rounding grows with them, so relative past 1
             check["max_margin_difference"] = float(difference.max())
-            errors.append(float((difference / want.abs().clamp(min=1.0)).max()))
+            limits.append((float((difference / want.abs().clamp(min=1.0)).max()), TOLERANCE))
         elif name == PROBABILITY:
             check["max_probability_difference"] = float(difference.max())
-            errors.append(check["max_probability_difference"])
-        else:  # a raw CAM, relative to each map's peak; a map that is zero in torch must be zero here too, as predict's
-            # min-max would turn any noise on it into a whole map
-            peak = want.flatten(1).abs().amax(1).clamp(min=torch.finfo(torch.float32).tiny)[:, None, None]
-            check[f"max_relative_{name}_difference"] = float((difference / peak).max())
-            errors.append(check[f"max_relative_{name}_difference"])
-    if not all(error <= TOLERANCE for error in errors):  # written so that a NaN fails too
+            limits.append((check["max_probability_difference"], TOLERANCE))
+        else:  # a raw CAM, normalized as predict does (a map flat in torch must stay flat: min-max would blow up noise)
+            normalized = (minmax(have) - minmax(want)).abs()
+            check[f"{name}_mean_difference"] = float(normalized.mean())
+            check[f"{name}_max_difference"] = float(normalized.max())
+            check[f"{name}_share_over_{CAM_LOCAL_STEP:g}"] = share = float((normalized > CAM_LOCAL_STEP).float().mean())
+            limits += [(check[f"{name}_mean_difference"], CAM_MEAN_TOLERANCE), (share, CAM_SHARE_TOLERANCE)]
+    if not all(measured <= allowed for measured, allowed in limits):  # written so that a NaN fails too
         raise ModelError(f"{path}: onnxruntime differs from torch on a check batch ({check}); not written")
     return check
 
