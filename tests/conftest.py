@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -104,3 +105,13 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             assert result.returncode == 0, result.stderr[-3000:]
             (base / "built").write_text("ok\n")
     return {"out": base / "out", "overrides": overrides}
+
+
+def private_copy(pipeline: dict[str, object], tmp_path: Path, name: str = "out", link: bool = False) -> tuple[Path, list[str]]:
+    """Problem 1 of the tiny pipeline in a folder of its own, and the overrides that point at it. link=True: hard
+    links, for callers whose stages only replace files (never rewrite one in place) and skip caches and figures."""
+    out = tmp_path / name
+    skipped = ("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", *(("cache", "figures") if link else ()))
+    shutil.copytree(pipeline["out"], out, ignore=shutil.ignore_patterns(*skipped), copy_function=os.link if link else shutil.copy2)
+    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
+    return out, [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]

@@ -5,8 +5,6 @@ the exported files predict refuses."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import private_copy, run_cli
 from defectcam.errors import ConfigError, StageOrderError, StaleInputError
 from defectcam.export.runtime import OnnxLocalizer
 from defectcam.fullres.maps import defect_probabilities
@@ -29,16 +27,6 @@ from defectcam.stages.predict import run_predict
 ENTRY = ("predict.entry=fullres/layercam/layer2", "predict.gate=none")
 
 
-def private_copy(pipeline: dict[str, Any], tmp_path: Path) -> tuple[Path, list[str]]:
-    """Problem 1 of the tiny pipeline in a folder of its own (hard links: the stages replace files, never rewrite
-    them in place) and the overrides that point at it."""
-    out = tmp_path / "out"
-    ignore = shutil.ignore_patterns("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", "cache", "figures")
-    shutil.copytree(pipeline["out"], out, ignore=ignore, copy_function=os.link)
-    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
-    return out, [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]
-
-
 def class1_test_folder(pipeline: dict[str, Any]) -> Path:
     root = Path(next(o for o in pipeline["overrides"] if o.startswith("data.root=")).split("=", 1)[1])
     return root / "Class1" / "Test"
@@ -47,7 +35,7 @@ def class1_test_folder(pipeline: dict[str, Any]) -> Path:
 @pytest.fixture(scope="module")
 def exported(pipeline: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny pipeline's decoder entry exported once (ONNX and torch.export) into a private copy."""
-    out, overrides = private_copy(pipeline, tmp_path_factory.mktemp("export"))
+    out, overrides = private_copy(pipeline, tmp_path_factory.mktemp("export"), link=True)
     overrides = [*overrides, *ENTRY]
     result = run_cli("export", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,7 +120,7 @@ def test_a_cam_entry_exports_with_its_backward_pass_and_predicts_the_same(pipeli
                                                                          tmp_path: Path) -> None:
     """A CAM entry (gradients in the graph; layer4: the shortest backward pass, the tiny pipeline is a ResNet-50), gated
     by the classifier: its metadata, then predict on onnxruntime against predict on PyTorch."""
-    out, overrides = private_copy(pipeline, tmp_path)
+    out, overrides = private_copy(pipeline, tmp_path, link=True)
     overrides = [*overrides, *CAM_ENTRY]
     result = run_cli("export", *overrides, "export.formats=[onnx]")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cam_models import calibrated_resnet
-from conftest import run_cli
+from conftest import private_copy, run_cli
 from defectcam.cams import scoring_maps
 from defectcam.cams.tta import tta_cams
 from defectcam.errors import ConfigError
@@ -34,7 +34,7 @@ from defectcam.stages.localize import (
 )
 from defectcam.stages.predict_check import compare_with_localize
 from defectcam.stages.settings import validate
-from test_fullres_stage import corrupt_masks, private_copy
+from test_fullres_stage import corrupt_masks
 from test_predict import data_root
 
 pytestmark = pytest.mark.usefixtures("one_thread")

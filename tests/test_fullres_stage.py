@@ -3,7 +3,6 @@ are named, bad settings are one line, and the decoder's maps enter localize as e
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import private_copy, run_cli
 from defectcam.errors import ConfigError, StaleInputError
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet
@@ -19,14 +18,6 @@ from defectcam.stages.common import inference_device, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.fullres import fullres_problem, load_fullres_cache, protocol_score, recipe_of, train_decoder, train_set
 from defectcam.stages.settings import validate
-
-
-def private_copy(pipeline, tmp_path: Path, name: str = "out") -> tuple[Path, list[str]]:
-    """Problem 1 of the tiny pipeline in a folder of its own, and the overrides that point at it."""
-    out = tmp_path / name
-    shutil.copytree(pipeline["out"], out, ignore=shutil.ignore_patterns("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt"))
-    overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
-    return out, [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]
 
 
 def test_the_pipeline_scores_the_decoder_as_entries_of_its_own(pipeline) -> None:

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, run_cli
-from test_fullres_stage import private_copy
+from conftest import REPO, private_copy, run_cli
 
 CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
                   "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std"]
