@@ -118,7 +118,7 @@ def test_predict_output_folder_gets_the_umask_permissions(compose_cfg, tmp_path:
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(image)
     target = tmp_path / "pred"
     # The folder handling only: each problem's predictions stubbed (no trained model needed).
-    monkeypatch.setattr(predict_stage, "predict_problem", lambda cfg, problem, paths, work: ([{"image": str(paths[0])}], []))
+    monkeypatch.setattr(predict_stage, "predict_problem", lambda cfg, problem, paths, work, predictor=None: ([{"image": str(paths[0])}], []))
     cfg = compose_cfg(f"paths.output_dir={tmp_path / 'out'}", "data.problems=[1]", f"predict.input={image}", f"predict.output={target}")
     predict_stage.run_predict(cfg)
     assert (target / "predictions.csv").is_file()

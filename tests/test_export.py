@@ -5,6 +5,7 @@ the exported files predict refuses."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,17 @@ import torch
 from PIL import Image
 
 from conftest import private_copy, run_cli
-from defectcam.errors import ConfigError, StageOrderError, StaleInputError
+from defectcam.errors import ConfigError, ModelError, StageOrderError, StaleInputError
 from defectcam.export.runtime import OnnxLocalizer
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.stages.export import export_settings
 from defectcam.stages.fullres import load_decoder
 from defectcam.stages.predict import run_predict
+
+# Its module fixture (a trained or exported model) is built once: every test of this module on one xdist worker
+# (make test runs --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("export")
 
 ENTRY = ("predict.entry=fullres/layercam/layer2", "predict.gate=none")
 
@@ -113,6 +118,50 @@ def test_the_onnx_backend_gives_predicts_masks_and_decisions(exported: dict[str,
         assert (outputs["torch"] / mask).read_bytes() == (outputs["onnx"] / mask).read_bytes(), mask
 
 
+def test_the_exported_file_alone_predicts_as_the_run_folder_does(exported: dict[str, Any], pipeline: dict[str, Any],
+                                                                 compose_cfg, tmp_path: Path) -> None:
+    """predict.model on a copy of localizer.onnx and nothing else (no experiment folder, checkpoint or entry setting)
+    writes what predict.backend=onnx writes from the run folder, byte for byte."""
+    deployed = tmp_path / "deployed"
+    deployed.mkdir()
+    shutil.copy(exported["folder"] / "localizer.onnx", deployed)
+    images = f"predict.input={class1_test_folder(pipeline)}"
+    run_predict(compose_cfg(*exported["overrides"], images, f"predict.output={tmp_path / 'run'}", "predict.backend=onnx"))
+    result = run_cli("predict", f"predict.model={deployed}", f"paths.output_dir={tmp_path / 'no_run'}", images,
+                     f"predict.output={tmp_path / 'alone'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "no_run" / "problem_1").exists()
+    run_rows = (tmp_path / "run" / "predictions.csv").read_bytes()
+    assert (tmp_path / "alone" / "predictions.csv").read_bytes() == run_rows
+    for mask in pd.read_csv(tmp_path / "run" / "predictions.csv")["mask"]:
+        assert (tmp_path / "alone" / mask).read_bytes() == (tmp_path / "run" / mask).read_bytes(), mask
+
+
+def test_an_exported_file_predict_cannot_read_alone_is_one_line(exported: dict[str, Any], pipeline: dict[str, Any],
+                                                                compose_cfg, tmp_path: Path) -> None:
+    original = exported["folder"] / "localizer.onnx"
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx file")
+    edited = {}
+    for key, value in (("export_format", "1"), ("method", "layercam")):  # an older layout; an entry its outputs do not make
+        model = onnx.load(original)
+        next(p for p in model.metadata_props if p.key == key).value = value
+        edited[key] = tmp_path / f"{key}.onnx"
+        onnx.save(model, edited[key])
+    cases = [
+        ((f"predict.model={original}", "predict.entry=layercam/layer2"), ConfigError, "predict.entry: an exported file"),
+        ((f"predict.model={tmp_path / 'absent.onnx'}",), ConfigError, "absent.onnx does not exist"),
+        ((f"predict.model={garbage}",), ModelError, "garbage.onnx: onnxruntime cannot load it"),
+        ((f"predict.model={edited['export_format']}",), ModelError, "export_format.onnx: export_format '1', this defectcam reads 2"),
+        ((f"predict.model={edited['method']}",), ModelError, "method.onnx: its metadata has no 'cam_method'"),
+    ]
+    io = (f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'o'}", f"paths.output_dir={tmp_path / 'r'}")
+    for extra, error, message in cases:
+        with pytest.raises(error, match=message):
+            run_predict(compose_cfg(*io, *extra))
+    assert not (tmp_path / "o").exists()
+
+
 CAM_ENTRY = ("predict.entry=gradcampp/layer4", "predict.gate=classifier")
 
 
@@ -145,6 +194,10 @@ def test_a_cam_entry_exports_with_its_backward_pass_and_predicts_the_same(pipeli
         torch_mask, onnx_mask = (np.array(Image.open(outputs[b] / mask)) > 0 for b in ("torch", "onnx"))
         # maps within 1e-4 of their peak: a pixel at the threshold itself may fall either way
         assert (torch_mask != onnx_mask).sum() <= max(1, torch_mask.sum() // 100), mask
+    # the file alone (predict.model) predicts what the run folder's onnx backend did
+    run_predict(compose_cfg(f"predict.model={folder / 'localizer.onnx'}", f"paths.output_dir={tmp_path / 'no_run'}",
+                            f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'alone'}"))
+    assert (tmp_path / "alone" / "predictions.csv").read_bytes() == (outputs["onnx"] / "predictions.csv").read_bytes()
     # a file whose CAMs were averaged over another TTA set is another localizer
     model = onnx.load(folder / "localizer.onnx")
     next(p for p in model.metadata_props if p.key == "cam_tta").value = "flips"

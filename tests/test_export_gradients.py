@@ -5,21 +5,25 @@ at batch sizes other than the traced one."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from defectcam.errors import ModelError
-from defectcam.export import OPSET
+from defectcam.export import EXPORT_FORMAT, OPSET
 from defectcam.export.gradient_graph import convolution_input_gradient, traced_entry
 from defectcam.export.runtime import OnnxLocalizer
 from defectcam.export.writers import example_input, write_onnx, write_program
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.localization.entries import fusions_from
-from defectcam.localization.entry_network import EntryNetwork, entry_parts
+from defectcam.localization.entry_network import EntryNetwork, EntryParts, entry_parts
+from defectcam.stages.predict import Predictor
+from defectcam.stages.predict_model import model_predictor
 
 SIZE, NORMALIZATION = 32, (0.4, 0.1)
 
@@ -68,7 +72,8 @@ def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: 
     network = EntryNetwork(classifier, NORMALIZATION, parts, target, cam_tta, decoder, decoder_tta)
     before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
     graph = traced_entry(network, example_input(SIZE))
-    check = write_onnx(graph, tmp_path / "l.onnx", SIZE, OPSET, {}, parts.output_names(), reference=network)
+    check = write_onnx(graph, tmp_path / "l.onnx", SIZE, OPSET, standalone_metadata(method, layer, parts), parts.output_names(),
+                       reference=network)
     # tracing swaps fake tensors into the modules: the real weights must be back, unchanged
     assert all(type(p) is nn.Parameter for p in network.parameters())
     assert all(torch.equal(tensor, before[name]) for name, tensor in network.state_dict().items())
@@ -90,10 +95,30 @@ def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: 
                 else:
                     error = float((got - want).abs().max())
                 assert error <= 1e-4, (backend, name, error)
+    # predict.model: the file alone, its entry and fusion read back from its metadata, maps as predict makes them
+    gray = torch.rand(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    problem, alone = model_predictor(OmegaConf.create({"predict": {"entry": None, "model": str(tmp_path / "l.onnx")}}))
+    assert problem == 4 and alone.parts == parts and alone.entry.decoder_threshold == (0.25 if parts.decoder else None)
+    run = Predictor(network, parts, alone.entry, 0.0, SIZE, FUSIONS)
+    (margins, maps), (run_margins, run_maps) = alone.maps(gray), run.maps(gray)
+    assert float((margins - run_margins).abs().max()) <= 1e-4
+    for j in range(3):
+        got, want = maps[j]((48, 40)), run_maps[j]((48, 40))
+        assert got.shape == (1, 48, 40) and float(want.amax()) > 0
+        assert float((got - want).abs().mean()) <= 1e-3, j
     if cam_tta != "none":  # the TTA is in the graph: the exported CAM is not the plain one
         network.cam_tta = network.decoder_tta = "none"
         plain = network(gray)[-1]
         assert float((exported["onnx"](gray)[-1] - plain).abs().max()) > 1e-3 * float(plain.abs().amax())
+
+
+def standalone_metadata(method: str, layer: str, parts: EntryParts) -> dict[str, Any]:
+    """What predict.model reads from an exported file (defectcam-export writes these and more)."""
+    fusion = FUSIONS.get(method)
+    return {"export_format": EXPORT_FORMAT, "method": method, "layer": layer, "postprocess": "none", "gate": "none",
+            "threshold": 0.5, "decision_threshold": 0.0, "image_size": SIZE, "problem": 4, "output_names": parts.output_names(),
+            "cam_method": parts.cam_method, "cam_layers": list(parts.cam_layers),
+            **({"decoder_threshold": 0.25} if parts.decoder else {}), **({"fusion_mode": fusion.mode} if fusion else {})}
 
 
 def test_the_check_refuses_a_graph_that_is_not_its_network(tmp_path: Path, one_thread: None) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from defectcam.errors import ConfigError, StaleInputError
+from defectcam.errors import ConfigError, ModelError, StaleInputError, one_line
 from defectcam.export import INPUT_NAME
 
 
@@ -28,7 +28,10 @@ def onnx_session(path: Path) -> Any:
     # torch's count follows OMP_NUM_THREADS and torch.set_num_threads; onnxruntime would take every core.
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own (a truncated or foreign file): one line naming the file
+        raise ModelError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {one_line(exc, 200)})") from None
 
 
 class OnnxLocalizer:

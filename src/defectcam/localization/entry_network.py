@@ -40,6 +40,18 @@ class EntryParts:
         return [MARGIN, *([PROBABILITY] if self.decoder else []), *(CAM_PREFIX + layer for layer in self.cam_layers)]
 
 
+@dataclass(frozen=True)
+class EntrySources:
+    """How an entry's sources are made, as localize scored them: its parts, the CAMs' target class and TTA, the
+    decoder's TTA ("none" without one) and, for a fusion, its mode. What an exported localizer must match."""
+
+    parts: EntryParts
+    target: int | str
+    cam_tta: str
+    decoder_tta: str
+    fusion_mode: str | None = None
+
+
 def entry_parts(method: str, layer: str, fusions: Mapping[str, Fusion]) -> EntryParts:
     """The parts of a scored entry (method, layer); a fusion by name reads its method and layers from `fusions`."""
     if method in DECODER_METHODS.values():

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from defectcam.data.prepare import problem_dir
 from defectcam.errors import ConfigError, DefectcamError, ModelError, one_line
 from defectcam.export import FILES, FOLDER, INPUT_NAME, OPSET, SIDECAR
-from defectcam.localization.entry_network import MARGIN, PROBABILITY, EntryNetwork
+from defectcam.localization.entry_network import MARGIN, PROBABILITY, EntryNetwork, EntrySources
 from defectcam.stages.predict import Entry, entry_network, localizer_identity, predict_entry, scored_settings
 from defectcam.stages.settings import output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
@@ -54,8 +54,8 @@ def newest_opset() -> int:
     return int(onnx.defs.onnx_opset_version())
 
 
-def export_metadata(folder: Path, problem: int, entry: Entry, decision: float, network: EntryNetwork, size: int,
-                    opset: int) -> dict[str, Any]:
+def export_metadata(folder: Path, problem: int, entry: Entry, decision: float, network: EntryNetwork,
+                    sources: EntrySources, size: int, opset: int) -> dict[str, Any]:
     """What the exported files carry: predict's identity of the localizer (entry, thresholds, SHA-1s, CAM settings)
     and how to feed it and read its outputs."""
     parts, names = network.parts, network.parts.output_names()
@@ -69,7 +69,7 @@ def export_metadata(folder: Path, problem: int, entry: Entry, decision: float, n
         built = f"map = min-max({names[-1]} upsampled)"
     else:
         built = f"map = {entry.method} fusion of min-max({', '.join(names[1:])} upsampled)"
-    return {**localizer_identity(folder, entry, decision, network, size), "problem": problem, "opset": opset,
+    return {**localizer_identity(folder, entry, decision, sources, size), "problem": problem, "opset": opset,
             "normalization": [network.mean, network.std], "output_names": names,
             "input": f"{INPUT_NAME}: float32 (N, 1, {size}, {size}), gray in [0, 1], resized (area) to {size} px",
             "outputs": outputs,
@@ -89,9 +89,9 @@ def export_problem(cfg: DictConfig, problem: int, formats: list[str], opset: int
     if "onnx" in formats:
         check_onnx_packages()
     meta, decision = scored_settings(folder)
-    network, _ = entry_network(cfg, folder, entry, meta)  # on the CPU: the files are device-free
+    network, sources, _ = entry_network(cfg, folder, entry, meta)  # on the CPU: the files are device-free
     size, parts = int(meta["image_size"]), network.parts
-    metadata = export_metadata(folder, problem, entry, decision, network, size, opset)
+    metadata = export_metadata(folder, problem, entry, decision, network, sources, size, opset)
     out, check = folder / FOLDER, {}
     log.info("problem %d: exporting %s/%s (post-process %s, gate %s, threshold %.4g%s) as %s", problem, entry.method,
              entry.layer, entry.postprocess, entry.gate, entry.threshold,

@@ -145,15 +145,25 @@ def decoder_path(folder: Path, method: str) -> Path:
     return folder / FOLDER / f"decoder_{method}.pt"
 
 
-def load_decoder(folder: Path, method: str, net: torch.nn.Module) -> tuple[FullResolutionNet, dict[str, Any]]:
-    """The full-resolution network of a problem folder (its classifier `net` + the stored decoder of `method`), in
-    eval mode, and the decoder file's record; one line when it is missing or belongs to another best.ckpt."""
+def decoder_record(folder: Path, method: str) -> dict[str, Any]:
+    """The stored decoder file of `method` (its weights and record); one line when it is missing or belongs to
+    another best.ckpt."""
     path = decoder_path(folder, method)
     if not path.is_file():
         raise StageOrderError(f"{path}: missing; run the fullres stage first (make fullres)")
     record = torch.load(path, map_location="cpu", weights_only=True)
     if record.get("checkpoint_sha1") != file_sha1(folder / "checkpoints" / "best.ckpt"):
         raise StaleInputError(f"{path}: trained over another best.ckpt; rerun make fullres")
+    return record
+
+
+def load_decoder(folder: Path, method: str, net: torch.nn.Module,
+                 record: dict[str, Any] | None = None) -> tuple[FullResolutionNet, dict[str, Any]]:
+    """The full-resolution network of a problem folder (its classifier `net` + the stored decoder of `method`), in
+    eval mode, and the decoder file's record (`record`: decoder_record's, already read); one line when it is
+    missing or belongs to another best.ckpt."""
+    path = decoder_path(folder, method)
+    record = decoder_record(folder, method) if record is None else record
     network = FullResolutionNet(net, record["decoder_channels"], int(record.get("image_channels", 0)),
                                 bool(record.get("recipe", {}).get("train_encoder", False)))
     misfit = StaleInputError(f"{path}: its weights do not fit the network its record describes; rerun make fullres")

@@ -37,7 +37,7 @@ from defectcam.fullres.maps import probability_scoring_maps
 from defectcam.io import read_json, temp_dir, write_json
 from defectcam.localization.ellipse import analysis_maps, largest_component_ellipses
 from defectcam.localization.entries import BASELINE_LAYER, Fusion, entry_scoring_maps, fusions_from
-from defectcam.localization.entry_network import EntryNetwork, EntryParts, entry_parts, split_outputs
+from defectcam.localization.entry_network import EntryNetwork, EntryParts, EntrySources, entry_parts, split_outputs
 from defectcam.localization.products import gated_product, product_cam
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
@@ -45,7 +45,7 @@ from defectcam.report.figures import overlay_rgb
 from defectcam.stages.answer_strip import predicted_masks
 from defectcam.stages.cams import target_class
 from defectcam.stages.common import inference_device
-from defectcam.stages.fullres import decoder_path, load_decoder
+from defectcam.stages.fullres import decoder_path, decoder_record, load_decoder
 from defectcam.stages.localize import META_FILE as LOCALIZE_META, recorded_decoder_threshold
 from defectcam.stages.settings import output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
@@ -205,21 +205,29 @@ class Predictor:
         return out
 
 
-def entry_network(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntryNetwork, dict[str, Fusion]]:
-    """The entry's network over a problem folder's best.ckpt, on the CPU (move it after), and the configured fusions
-    (by name). The network sees images as localize's maps were made: the CAMs as the cache was made (`meta`: its
-    target and TTA), the decoder the fullres stage stored, with its own TTA."""
-    module = load_classifier(folder / "checkpoints" / "best.ckpt").eval()
+def scored_sources(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntrySources, dict[str, Fusion]]:
+    """How the entry's sources were made when localize scored it (`meta`: the CAM cache's target and TTA; the stored
+    decoder's TTA, its file checked), and the configured fusions by name. No network is loaded."""
     fusions = {f.name: f for f in fusions_from(cfg.cam.fusions)}
     parts = entry_parts(entry.method, entry.layer, fusions)
-    decoder, decoder_tta = None, "none"
-    if parts.decoder is not None:
-        decoder, record = load_decoder(folder, parts.decoder, module.net)
-        decoder_tta = str(record["tta"])
+    decoder_tta = "none" if parts.decoder is None else str(decoder_record(folder, parts.decoder)["tta"])
+    fusion = fusions.get(entry.method)
+    sources = EntrySources(parts, target_class(str(meta["target"])), str(meta.get("tta", "none")), decoder_tta,
+                           fusion.mode if fusion is not None else None)
+    return sources, fusions
+
+
+def entry_network(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntryNetwork, EntrySources, dict[str, Fusion]]:
+    """The entry's network over a problem folder's best.ckpt, on the CPU (move it after), how its sources are made,
+    and the configured fusions (by name). The network sees images as localize's maps were made: the CAMs as the
+    cache was made (`meta`: its target and TTA), the decoder the fullres stage stored, with its own TTA."""
+    sources, fusions = scored_sources(cfg, folder, entry, meta)
+    module = load_classifier(folder / "checkpoints" / "best.ckpt").eval()
+    parts = sources.parts
+    decoder = None if parts.decoder is None else load_decoder(folder, parts.decoder, module.net)[0]
     normalization = (float(module.hparams.normalization[0]), float(module.hparams.normalization[1]))
-    network = EntryNetwork(module.net, normalization, parts, target_class(str(meta["target"])), str(meta.get("tta", "none")),
-                           decoder, decoder_tta)
-    return network, fusions
+    network = EntryNetwork(module.net, normalization, parts, sources.target, sources.cam_tta, decoder, sources.decoder_tta)
+    return network, sources, fusions
 
 
 def check_backend(cfg: DictConfig) -> str:
@@ -230,52 +238,65 @@ def check_backend(cfg: DictConfig) -> str:
     return backend
 
 
-def localizer_identity(folder: Path, entry: Entry, decision: float, network: EntryNetwork, image_size: int) -> dict[str, Any]:
+def localizer_identity(folder: Path, entry: Entry, decision: float, sources: EntrySources, image_size: int) -> dict[str, Any]:
     """What an exported localizer of `folder` must have been made from to stand for `entry`: the export layout, the
     entry and its thresholds, the gate's decision threshold, the input size, the SHA-1 of best.ckpt, and what the
-    graph computes: the decoder (its file's SHA-1, its TTA), the CAMs (method, layers, target, TTA)."""
+    graph computes: the decoder (its file's SHA-1, its TTA), the CAMs (method, layers, target, TTA, fusion mode)."""
     identity: dict[str, Any] = {
         "export_format": EXPORT_FORMAT, "method": entry.method, "layer": entry.layer, "postprocess": entry.postprocess,
         "gate": entry.gate, "threshold": entry.threshold, "decision_threshold": decision, "image_size": image_size,
         "checkpoint_sha1": file_sha1(folder / "checkpoints" / "best.ckpt")}
-    parts = network.parts
+    parts = sources.parts
     if parts.decoder is not None:
-        identity.update(decoder_sha1=file_sha1(decoder_path(folder, parts.decoder)), tta=network.decoder_tta)
+        identity.update(decoder_sha1=file_sha1(decoder_path(folder, parts.decoder)), tta=sources.decoder_tta)
     if entry.decoder_threshold is not None:
         identity["decoder_threshold"] = entry.decoder_threshold
     if parts.cam_method is not None:
-        identity.update(cam_method=parts.cam_method, cam_layers=list(parts.cam_layers),
-                        cam_target=network.target,
-                        cam_tta=network.cam_tta)
+        identity.update(cam_method=parts.cam_method, cam_layers=list(parts.cam_layers), cam_target=sources.target,
+                        cam_tta=sources.cam_tta)
+    if sources.fusion_mode is not None:
+        identity["fusion_mode"] = sources.fusion_mode
     return identity
 
 
-def exported_localizer(folder: Path, entry: Entry, decision: float, network: EntryNetwork, image_size: int) -> OnnxLocalizer:
+def exported_localizer(folder: Path, entry: Entry, decision: float, sources: EntrySources, image_size: int) -> OnnxLocalizer:
     """predict.backend=onnx: the problem's localizer.onnx in onnxruntime, once it is known to be this entry's."""
     path = folder / EXPORT_FOLDER / EXPORT_FILES["onnx"]
     if not path.is_file():
         raise StageOrderError(f"{path}: missing; export it first (make export) with the same predict.entry/gate/postprocess")
     from defectcam.export.runtime import load_onnx_localizer  # onnxruntime is an optional extra
 
-    return load_onnx_localizer(path, localizer_identity(folder, entry, decision, network, image_size),
-                               network.parts.output_names())
+    return load_onnx_localizer(path, localizer_identity(folder, entry, decision, sources, image_size),
+                               sources.parts.output_names())
 
 
-def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows for every readable input of one problem's model (written under `work`) and the errors of the others."""
+def problem_predictor(cfg: DictConfig, problem: int) -> Predictor:
+    """One problem's localizer as predict applies it: the entry, its thresholds and the classifier's decision from
+    the run's files, on PyTorch or (predict.backend=onnx) on the problem's exported localizer.onnx."""
     folder = problem_dir(output_dir(cfg), problem)
     entry = predict_entry(cfg, folder)
     meta, decision = scored_settings(folder)
-    device = inference_device(cfg)
-    network, fusions = entry_network(cfg, folder, entry, meta)
     size = int(meta["image_size"])
     if check_backend(cfg) == "onnx":  # normalization, TTA and the CAMs' backward pass are inside the exported graph
-        # the PyTorch network is not run, but it says what the file must hold (its decoder is checked, loaded, and named)
-        exported = exported_localizer(folder, entry, decision, network, size)
+        sources, fusions = scored_sources(cfg, folder, entry, meta)  # what the file must hold; no network is loaded
+        exported = exported_localizer(folder, entry, decision, sources, size)
         log.info("problem %d: backend onnx, %s", problem, exported.path)
-        predictor = Predictor(exported, network.parts, entry, decision, size, fusions)
-    else:
-        predictor = Predictor(network.to(device), network.parts, entry, decision, size, fusions, device)
+        return Predictor(exported, sources.parts, entry, decision, size, fusions)
+    device = inference_device(cfg)
+    network, sources, fusions = entry_network(cfg, folder, entry, meta)
+    return Predictor(network.to(device), sources.parts, entry, decision, size, fusions, device)
+
+
+def predict_problem(cfg: DictConfig, problem: int, paths: list[Path], work: Path,
+                    predictor: Predictor | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows for every readable input of one problem's localizer (the run's, or `predictor`), written under `work`,
+    and the errors of the others."""
+    return predict_images(cfg, problem_predictor(cfg, problem) if predictor is None else predictor, problem, paths, work)
+
+
+def predict_images(cfg: DictConfig, predictor: Predictor, problem: int, paths: list[Path], work: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows for every readable input (written under `work`) and the errors of the others."""
+    entry, decision = predictor.entry, predictor.decision
     batch, stop = int(cfg.predict.batch_size), check_on_error(cfg.predict.on_error) == "stop"
     log.info("problem %d: %s %s (post-process %s, gate %s) at threshold %.4g; classifier: margin > %.4g",
              problem, entry.method, entry.layer, entry.postprocess, entry.gate, entry.threshold, decision)
@@ -331,15 +352,20 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     target = Path(str(cfg.predict.output)).expanduser().resolve()
     if target.exists() and not cfg.predict.force:
         raise ConfigError(f"{target}: already exists; pass predict.force=true to replace it, or another predict.output")
+    standalone = None
+    if cfg.predict.model is not None:  # an exported file alone: its own problem, entry and thresholds
+        from defectcam.stages.predict_model import model_predictor
+
+        standalone = model_predictor(cfg)
     paths = collect_inputs(str(cfg.predict.input))
-    problems = problems_of(cfg)
+    problems = [standalone[0]] if standalone else problems_of(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = temp_dir(target.parent, prefix=f".{target.name}.partial-")  # renamed into place: a plain mkdir's permissions
     try:
         done, errors = 0, []
         for problem in problems:
             folder = work if len(problems) == 1 else work / f"problem_{problem}"
-            rows, failed = predict_problem(cfg, problem, paths, folder)
+            rows, failed = predict_problem(cfg, problem, paths, folder, standalone[1] if standalone else None)
             errors += failed
             if not rows:
                 raise DatasetError(f"{cfg.predict.input}: no image could be read ({len(failed)} failed; first: {failed[0]})")
