@@ -53,10 +53,11 @@ reproduce: setup
 	$(BIN)/defectcam-reproduce $(RUN)
 
 # A trained experiment's localizer on new images: make predict ARGS="predict.input=new/ predict.output=predicted/ data.problems=[1]"
+# An exported file on its own, no experiment folder: make predict ARGS="predict.model=localizer.onnx predict.input=new/ predict.output=predicted/"
 predict: setup
 	$(BIN)/defectcam-predict $(RUN)
 
-# The classifier + full-resolution decoder of predict's entry as one model, problem_<k>/export/localizer.onnx, .pt2
+# The classifier with the decoder and/or CAMs of predict's entry as one model, problem_<k>/export/localizer.onnx, .pt2
 # and .json (docs/export.md): make export ARGS="data.problems=[1] predict.entry=fullres/layercam/layer2"
 export: setup
 	$(BIN)/defectcam-export $(RUN)

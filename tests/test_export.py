@@ -29,6 +29,7 @@ from defectcam.stages.predict import run_predict
 # (make test runs --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("export")
 
+
 ENTRY = ("predict.entry=fullres/layercam/layer2", "predict.gate=none")
 
 
@@ -127,10 +128,11 @@ def test_the_exported_file_alone_predicts_as_the_run_folder_does(exported: dict[
     shutil.copy(exported["folder"] / "localizer.onnx", deployed)
     images = f"predict.input={class1_test_folder(pipeline)}"
     run_predict(compose_cfg(*exported["overrides"], images, f"predict.output={tmp_path / 'run'}", "predict.backend=onnx"))
+    # predict.gate may repeat the file's own gate; predict.backend, data.problems and the experiment are not read
     result = run_cli("predict", f"predict.model={deployed}", f"paths.output_dir={tmp_path / 'no_run'}", images,
-                     f"predict.output={tmp_path / 'alone'}")
+                     f"predict.output={tmp_path / 'alone'}", "predict.gate=none", "data.problems=[2]")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not (tmp_path / "no_run" / "problem_1").exists()
+    assert [p.name for p in (tmp_path / "no_run").iterdir()] == ["hydra"]  # Hydra's log, nothing of a run
     run_rows = (tmp_path / "run" / "predictions.csv").read_bytes()
     assert (tmp_path / "alone" / "predictions.csv").read_bytes() == run_rows
     for mask in pd.read_csv(tmp_path / "run" / "predictions.csv")["mask"]:
@@ -143,23 +145,36 @@ def test_an_exported_file_predict_cannot_read_alone_is_one_line(exported: dict[s
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not an onnx file")
     edited = {}
-    for key, value in (("export_format", "1"), ("method", "layercam")):  # an older layout; an entry its outputs do not make
+    # an older layout; an entry its outputs do not make; a size its graph does not take
+    for key, value in (("export_format", "1"), ("method", "layercam"), ("image_size", "64")):
         model = onnx.load(original)
         next(p for p in model.metadata_props if p.key == key).value = value
         edited[key] = tmp_path / f"{key}.onnx"
         onnx.save(model, edited[key])
     cases = [
         ((f"predict.model={original}", "predict.entry=layercam/layer2"), ConfigError, "predict.entry: an exported file"),
+        # the file was exported ungated, with no post-process: its threshold is that entry's, not another's
+        ((f"predict.model={original}", "predict.gate=classifier"), ConfigError,
+         f"predict.gate: 'classifier', but predict.model runs {original} with its own gate 'none'"),
+        ((f"predict.model={original}", "predict.postprocess=ellipse"), ConfigError, "with its own postprocess 'none'"),
+        ((f"predict.model={original}", "predict.backend=torch"), ConfigError, "with its own backend 'onnx'"),
         ((f"predict.model={tmp_path / 'absent.onnx'}",), ConfigError, "absent.onnx does not exist"),
         ((f"predict.model={garbage}",), ModelError, "garbage.onnx: onnxruntime cannot load it"),
         ((f"predict.model={edited['export_format']}",), ModelError, "export_format.onnx: export_format '1', this defectcam reads 2"),
         ((f"predict.model={edited['method']}",), ModelError, "method.onnx: its metadata has no 'cam_method'"),
+        ((f"predict.model={edited['image_size']}",), ModelError,
+         r"image_size.onnx: its graph takes gray \['batch', 1, 32, 32\], not gray \[N, 1, 64, 64\]"),
     ]
     io = (f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'o'}", f"paths.output_dir={tmp_path / 'r'}")
     for extra, error, message in cases:
         with pytest.raises(error, match=message):
             run_predict(compose_cfg(*io, *extra))
-    assert not (tmp_path / "o").exists()
+    # from the command line: one line, exit 2, nothing written
+    result = run_cli("predict", *io, f"predict.model={garbage}")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"defectcam-predict: error: {garbage}: onnxruntime cannot load it"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["garbage.onnx", "r", *(f"{key}.onnx" for key in edited)])
 
 
 CAM_ENTRY = ("predict.entry=gradcampp/layer4", "predict.gate=classifier")
@@ -198,6 +213,8 @@ def test_a_cam_entry_exports_with_its_backward_pass_and_predicts_the_same(pipeli
     run_predict(compose_cfg(f"predict.model={folder / 'localizer.onnx'}", f"paths.output_dir={tmp_path / 'no_run'}",
                             f"predict.input={class1_test_folder(pipeline)}", f"predict.output={tmp_path / 'alone'}"))
     assert (tmp_path / "alone" / "predictions.csv").read_bytes() == (outputs["onnx"] / "predictions.csv").read_bytes()
+    for mask in onnx_rows["mask"]:
+        assert (tmp_path / "alone" / mask).read_bytes() == (outputs["onnx"] / mask).read_bytes(), mask
     # a file whose CAMs were averaged over another TTA set is another localizer
     model = onnx.load(folder / "localizer.onnx")
     next(p for p in model.metadata_props if p.key == "cam_tta").value = "flips"

@@ -97,7 +97,8 @@ def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: 
                 assert error <= 1e-4, (backend, name, error)
     # predict.model: the file alone, its entry and fusion read back from its metadata, maps as predict makes them
     gray = torch.rand(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
-    problem, alone = model_predictor(OmegaConf.create({"predict": {"entry": None, "model": str(tmp_path / "l.onnx")}}))
+    asked = {"entry": None, "model": str(tmp_path / "l.onnx"), "gate": None, "postprocess": None, "backend": None}
+    problem, alone = model_predictor(OmegaConf.create({"predict": asked}))
     assert problem == 4 and alone.parts == parts and alone.entry.decoder_threshold == (0.25 if parts.decoder else None)
     run = Predictor(network, parts, alone.entry, 0.0, SIZE, FUSIONS)
     (margins, maps), (run_margins, run_maps) = alone.maps(gray), run.maps(gray)

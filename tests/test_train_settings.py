@@ -19,6 +19,7 @@ from defectcam.stages.train import check_signature, flatten
 # (make test runs --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("unfinished_training")
 
+
 @pytest.fixture(scope="module")
 def unfinished(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
     """Overrides of a tiny training and its last.ckpt, left as a killed run leaves them (no train_summary.json)."""

@@ -31,7 +31,7 @@ def onnx_session(path: Path) -> Any:
     try:
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own (a truncated or foreign file): one line naming the file
-        raise ModelError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {one_line(exc, 200)})") from None
+        raise ModelError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {one_line(exc, 200)})") from exc
 
 
 class OnnxLocalizer:
@@ -49,7 +49,11 @@ class OnnxLocalizer:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def __call__(self, gray: Tensor) -> tuple[Tensor, ...]:
-        outputs = self.session.run(self.output_names, {INPUT_NAME: gray.detach().float().cpu().contiguous().numpy()})
+        try:
+            outputs = self.session.run(self.output_names, {INPUT_NAME: gray.detach().float().cpu().contiguous().numpy()})
+        except Exception as exc:  # onnxruntime's own (an input the graph does not take): one line naming the file
+            raise ModelError(f"{self.path}: onnxruntime could not run it on a batch of {list(gray.shape)} "
+                             f"({type(exc).__name__}: {one_line(exc, 200)})") from exc
         return tuple(torch.from_numpy(output) for output in outputs)
 
 

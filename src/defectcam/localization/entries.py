@@ -27,6 +27,9 @@ class Fusion:
     mode: str
 
 
+FUSION_MODES = ("layercam", "product", "geometric")  # how a fusion combines its layer maps (fuse)
+
+
 def fusions_from(config: Mapping[str, Mapping[str, object]] | None) -> list[Fusion]:
     """Fusions from the cam.fusions config: layercam_fused -> tanh+max; multiplicative -> product and geometric."""
     fusions = []

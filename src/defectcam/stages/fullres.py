@@ -157,13 +157,10 @@ def decoder_record(folder: Path, method: str) -> dict[str, Any]:
     return record
 
 
-def load_decoder(folder: Path, method: str, net: torch.nn.Module,
-                 record: dict[str, Any] | None = None) -> tuple[FullResolutionNet, dict[str, Any]]:
+def load_decoder(folder: Path, method: str, net: torch.nn.Module) -> tuple[FullResolutionNet, dict[str, Any]]:
     """The full-resolution network of a problem folder (its classifier `net` + the stored decoder of `method`), in
-    eval mode, and the decoder file's record (`record`: decoder_record's, already read); one line when it is
-    missing or belongs to another best.ckpt."""
-    path = decoder_path(folder, method)
-    record = decoder_record(folder, method) if record is None else record
+    eval mode, and the decoder file's record; one line when it is missing or belongs to another best.ckpt."""
+    path, record = decoder_path(folder, method), decoder_record(folder, method)
     network = FullResolutionNet(net, record["decoder_channels"], int(record.get("image_channels", 0)),
                                 bool(record.get("recipe", {}).get("train_encoder", False)))
     misfit = StaleInputError(f"{path}: its weights do not fit the network its record describes; rerun make fullres")

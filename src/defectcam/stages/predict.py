@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 MIN_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
 GATES = ("classifier", "none")
 BACKENDS = ("torch", "onnx")  # onnx: the problem's export/localizer.onnx in onnxruntime
+# predict.gate / postprocess / backend left unset: these (with predict.model: the file's own gate and post-process)
+PREDICT_DEFAULTS = {"gate": "classifier", "postprocess": "none", "backend": "torch"}
 ELLIPSE_KEYS = ("ellipse_cx", "ellipse_cy", "ellipse_major", "ellipse_minor", "ellipse_angle_deg")
 
 
@@ -78,7 +80,7 @@ def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
     if not path.is_file():
         raise StageOrderError(f"{path}: missing; run the localize stage first (make localize)")
     rows = pd.read_csv(path)
-    gate, select_on = str(cfg.predict.gate), str(cfg.localize.select_on)
+    gate, select_on = predict_setting(cfg, "gate"), str(cfg.localize.select_on)
     if gate not in GATES:
         raise ConfigError(f"predict.gate: {gate!r} is not one of {', '.join(GATES)}")
     if cfg.predict.entry is None:
@@ -90,7 +92,7 @@ def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
         entry = Entry(str(row["method"]), str(row["layer"]), str(row["postprocess"]), gate, float(row["threshold"]))
         return with_product_gate(entry, rows, path)
     method, _, layer = str(cfg.predict.entry).partition("/")
-    postprocess = str(cfg.predict.postprocess)
+    postprocess = predict_setting(cfg, "postprocess")
     val = rows[(rows["split"] == "val") & (rows["selection"] == "val-best") & (rows["layer"] != BASELINE_LAYER)]
     match = val[(val["method"] == method) & (val["layer"] == layer) & (val["gate"] == gate) & (val["postprocess"] == postprocess)]
     if match.empty:
@@ -205,34 +207,51 @@ class Predictor:
         return out
 
 
-def scored_sources(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntrySources, dict[str, Fusion]]:
-    """How the entry's sources were made when localize scored it (`meta`: the CAM cache's target and TTA; the stored
-    decoder's TTA, its file checked), and the configured fusions by name. No network is loaded."""
+def configured_parts(cfg: DictConfig, entry: Entry) -> tuple[EntryParts, dict[str, Fusion]]:
+    """What the entry's map is made from, and the configured fusions by name."""
     fusions = {f.name: f for f in fusions_from(cfg.cam.fusions)}
-    parts = entry_parts(entry.method, entry.layer, fusions)
-    decoder_tta = "none" if parts.decoder is None else str(decoder_record(folder, parts.decoder)["tta"])
+    return entry_parts(entry.method, entry.layer, fusions), fusions
+
+
+def sources_of(parts: EntryParts, entry: Entry, meta: dict[str, Any], record: dict[str, Any] | None,
+               fusions: dict[str, Fusion]) -> EntrySources:
+    """How the entry's sources were made when localize scored it: the CAM cache's target and TTA (`meta`), the stored
+    decoder's TTA (`record`, None without a decoder), a fusion's mode."""
     fusion = fusions.get(entry.method)
-    sources = EntrySources(parts, target_class(str(meta["target"])), str(meta.get("tta", "none")), decoder_tta,
-                           fusion.mode if fusion is not None else None)
-    return sources, fusions
+    return EntrySources(parts, target_class(str(meta["target"])), str(meta.get("tta", "none")),
+                        "none" if record is None else str(record["tta"]), fusion.mode if fusion is not None else None)
+
+
+def scored_sources(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntrySources, dict[str, Fusion]]:
+    """The entry's sources as localize scored them (the decoder file checked) and the configured fusions, without
+    loading any network."""
+    parts, fusions = configured_parts(cfg, entry)
+    record = None if parts.decoder is None else decoder_record(folder, parts.decoder)
+    return sources_of(parts, entry, meta, record, fusions), fusions
 
 
 def entry_network(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, Any]) -> tuple[EntryNetwork, EntrySources, dict[str, Fusion]]:
     """The entry's network over a problem folder's best.ckpt, on the CPU (move it after), how its sources are made,
     and the configured fusions (by name). The network sees images as localize's maps were made: the CAMs as the
     cache was made (`meta`: its target and TTA), the decoder the fullres stage stored, with its own TTA."""
-    sources, fusions = scored_sources(cfg, folder, entry, meta)
+    parts, fusions = configured_parts(cfg, entry)
     module = load_classifier(folder / "checkpoints" / "best.ckpt").eval()
-    parts = sources.parts
-    decoder = None if parts.decoder is None else load_decoder(folder, parts.decoder, module.net)[0]
+    decoder, record = (None, None) if parts.decoder is None else load_decoder(folder, parts.decoder, module.net)
+    sources = sources_of(parts, entry, meta, record, fusions)
     normalization = (float(module.hparams.normalization[0]), float(module.hparams.normalization[1]))
     network = EntryNetwork(module.net, normalization, parts, sources.target, sources.cam_tta, decoder, sources.decoder_tta)
     return network, sources, fusions
 
 
+def predict_setting(cfg: DictConfig, name: str) -> str:
+    """predict.<name> (gate, postprocess, backend), its default (PREDICT_DEFAULTS) when left unset."""
+    value = cfg.predict[name]
+    return PREDICT_DEFAULTS[name] if value is None else str(value)
+
+
 def check_backend(cfg: DictConfig) -> str:
     """predict.backend, one of BACKENDS (else one line)."""
-    backend = str(cfg.predict.backend)
+    backend = predict_setting(cfg, "backend")
     if backend not in BACKENDS:
         raise ConfigError(f"predict.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     return backend

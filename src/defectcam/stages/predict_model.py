@@ -1,10 +1,12 @@
-"""predict.model: an exported localizer.onnx applied on its own, with no experiment folder, checkpoint or config.
+"""predict.model: an exported localizer.onnx applied on its own, with no experiment folder, checkpoint or localize
+table.
 
-The file's metadata (written by defectcam-export, docs/export.md) holds everything predict needs besides the graph:
-the entry, its thresholds, the gate's decision threshold, the input size, the post-process, and what the outputs
-are (a decoder's probabilities, one CAM method's raw maps at its layers, a fusion's mode). So a deployment machine
-needs the one file (and onnxruntime); what the run folder would add is the check that the file is still the run's
-choice, which `predict.backend=onnx` makes when the run folder is there.
+The file's metadata (written by defectcam-export, docs/export.md) hold everything predict needs besides the graph:
+the problem, the entry, its thresholds, the gate's decision threshold, the input size, the post-process, and what
+the outputs are (a decoder's probabilities, one CAM method's raw maps at its layers, a fusion's mode). A deployment
+machine still runs defectcam itself (its predict code, torch, Hydra) with onnxruntime on the CPU, but needs
+nothing of the run; what the run folder would add is the check that the file is still the run's choice, which
+`predict.backend=onnx` makes when the run folder is there.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from omegaconf import DictConfig
 
 from defectcam.cams.methods import METHODS
 from defectcam.errors import ConfigError, ModelError
-from defectcam.export import EXPORT_FORMAT, FILES
-from defectcam.localization.entries import Fusion
+from defectcam.export import EXPORT_FORMAT, FILES, INPUT_NAME
+from defectcam.fullres import DECODER_METHODS
+from defectcam.localization.entries import FUSION_MODES, Fusion
 from defectcam.localization.entry_network import entry_parts
-from defectcam.stages.predict import GATES, MIN_SIDE, Entry, Predictor
-
-POSTPROCESS = ("none", "ellipse")
-FUSION_MODES = ("layercam", "product", "geometric")
+from defectcam.localization.products import product_cam
+from defectcam.localization.selection import GATES, POSTPROCESSES
+from defectcam.stages.predict import MIN_SIDE, Entry, Predictor
+from defectcam.stages.settings import DAGM_PROBLEMS
 
 
 def model_path(value: Any) -> Path:
@@ -38,8 +41,8 @@ def model_path(value: Any) -> Path:
 
 
 def stored_value(path: Path, stored: dict[str, str], key: str, kind: type, optional: bool = False) -> Any:
-    """One metadata value parsed as `kind` (a string as stored, anything else as JSON); one line when it is absent
-    (unless optional: None) or of another kind."""
+    """One metadata value parsed as `kind` (a string as stored, anything else as JSON; an integer where a float is
+    asked); one line when it is absent (unless optional: None) or not of that kind."""
     if key not in stored:
         if optional:
             return None
@@ -47,52 +50,95 @@ def stored_value(path: Path, stored: dict[str, str], key: str, kind: type, optio
     text = stored[key]
     try:
         value = text if kind is str else json.loads(text)
-    except json.JSONDecodeError:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+    except (ValueError, OverflowError):  # not JSON, or a number beyond what Python parses or a float holds
         value = None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) or (kind is float and not math.isfinite(value)):
-        raise ModelError(f"{path}: metadata {key}={text!r} is not a {kind.__name__}")
+        raise ModelError(f"{path}: metadata {key}={text[:80]!r} is not a {kind.__name__}")
     return value
 
 
-def stored_entry(path: Path, stored: dict[str, str]) -> tuple[Entry, float, int, dict[str, Fusion]]:
-    """(the entry with its thresholds, the decision threshold, the input size, the entry's fusion by name) from
-    an exported file's metadata, each value checked."""
+def stored_share(path: Path, stored: dict[str, str], key: str, optional: bool = False) -> float | None:
+    """A threshold on [0, 1] maps: a float in [0, 1] (else one line)."""
+    value = stored_value(path, stored, key, float, optional)
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ModelError(f"{path}: metadata {key}={value!r} is outside [0, 1] (the maps it thresholds are)")
+    return value
+
+
+def stored_fusions(path: Path, stored: dict[str, str], method: str, layer: str) -> dict[str, Fusion]:
+    """The entry's fusion by name when the metadata describe one (fusion_mode), else {}; a CAM entry that is no
+    known method is a fusion exported before fusion_mode existed."""
+    mode = stored_value(path, stored, "fusion_mode", str, optional=True)
+    plain = method in METHODS or method in DECODER_METHODS.values() or product_cam(method) is not None
+    if mode is None:
+        if not plain:
+            raise ModelError(f"{path}: metadata method={method!r} is a fusion with no 'fusion_mode' (exported before "
+                             "2026-12-07) or no entry defectcam knows; re-export it with defectcam-export")
+        return {}
+    layers = tuple(map(str, stored_value(path, stored, "cam_layers", list)))
+    if plain or mode not in FUSION_MODES or layer != "+".join(layers) or len(layers) < 2:
+        raise ModelError(f"{path}: metadata fusion_mode={mode!r} with method={method!r}, layer={layer!r} and cam_layers="
+                         f"{list(layers)} is no fusion (modes {', '.join(FUSION_MODES)}; the layer names its cam_layers)")
+    return {method: Fusion(method, stored_value(path, stored, "cam_method", str), layers, mode)}
+
+
+def stored_entry(path: Path, stored: dict[str, str]) -> tuple[int, Entry, float, int, dict[str, Fusion]]:
+    """(the DAGM problem, the entry with its thresholds, the decision threshold, the input size, the entry's fusion
+    by name) from an exported file's metadata, each value checked."""
     layout = stored.get("export_format")
     if layout != json.dumps(EXPORT_FORMAT):
         raise ModelError(f"{path}: export_format {layout!r}, this defectcam reads {EXPORT_FORMAT}; re-export it with defectcam-export")
     text = {key: stored_value(path, stored, key, str) for key in ("method", "layer", "postprocess", "gate")}
-    for key, choices in (("postprocess", POSTPROCESS), ("gate", GATES)):
+    for key, choices in (("postprocess", POSTPROCESSES), ("gate", GATES)):
         if text[key] not in choices:
             raise ModelError(f"{path}: metadata {key}={text[key]!r} is not one of {', '.join(choices)}")
-    threshold, decision = stored_value(path, stored, "threshold", float), stored_value(path, stored, "decision_threshold", float)
-    size = stored_value(path, stored, "image_size", int)
+    problem, size = stored_value(path, stored, "problem", int), stored_value(path, stored, "image_size", int)
+    if problem not in DAGM_PROBLEMS:
+        raise ModelError(f"{path}: metadata problem={problem} is not a DAGM problem (1..10)")
     if size < MIN_SIDE:
         raise ModelError(f"{path}: metadata image_size={size} is below {MIN_SIDE}")
-    entry = Entry(text["method"], text["layer"], text["postprocess"], text["gate"], threshold,
-                  stored_value(path, stored, "decoder_threshold", float, optional=True))
-    mode = stored_value(path, stored, "fusion_mode", str, optional=True)
-    fusions = {}
-    if mode is not None:
-        if mode not in FUSION_MODES:
-            raise ModelError(f"{path}: metadata fusion_mode={mode!r} is not one of {', '.join(FUSION_MODES)}")
-        layers = stored_value(path, stored, "cam_layers", list)
-        fusions[entry.method] = Fusion(entry.method, stored_value(path, stored, "cam_method", str), tuple(map(str, layers)), mode)
-    return entry, decision, size, fusions
+    entry = Entry(text["method"], text["layer"], text["postprocess"], text["gate"], stored_share(path, stored, "threshold"),
+                  stored_share(path, stored, "decoder_threshold", optional=True))
+    decision = stored_value(path, stored, "decision_threshold", float)
+    return problem, entry, decision, size, stored_fusions(path, stored, entry.method, entry.layer)
+
+
+def check_asked(cfg: DictConfig, path: Path, entry: Entry) -> None:
+    """predict.* settings a file fixes may be left unset or repeat the file's value; anything else is one line (a
+    threshold chosen under one gate or post-process is not the protocol's under another)."""
+    if cfg.predict.entry is not None:
+        raise ConfigError("predict.entry: an exported file (predict.model) applies its own entry; leave predict.entry unset")
+    for key, value in (("gate", entry.gate), ("postprocess", entry.postprocess), ("backend", "onnx")):
+        asked = cfg.predict[key]
+        if asked is not None and str(asked) != value:
+            raise ConfigError(f"predict.{key}: {asked!r}, but predict.model runs {path} with its own {key} {value!r}; leave "
+                              f"predict.{key} unset, or export the entry you want (make export)")
+
+
+def check_graph(path: Path, session: Any, size: int) -> None:
+    """The graph takes what the metadata say: one input `gray` of (N, 1, size, size)."""
+    inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(shape) != 4 or shape[1:] != [1, size, size]:
+        found = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+        raise ModelError(f"{path}: its graph takes {found}, not {INPUT_NAME} [N, 1, {size}, {size}] as its metadata "
+                         "(image_size) say; re-export it with defectcam-export")
 
 
 def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
     """predict.model's file as (its DAGM problem, a Predictor over it in onnxruntime); one line for a file that is
-    missing, not an exported localizer, or whose metadata disagree with its outputs."""
-    if cfg.predict.entry is not None:
-        raise ConfigError("predict.entry: an exported file (predict.model) applies its own entry; leave predict.entry unset")
+    missing, not an exported localizer, or whose metadata disagree with its graph, and for predict.* settings that
+    ask for another entry."""
     path = model_path(cfg.predict.model)
     from defectcam.export.runtime import OnnxLocalizer  # onnxruntime is an optional extra
 
     localizer = OnnxLocalizer(path)
     stored = localizer.metadata
-    entry, decision, size, fusions = stored_entry(path, stored)
+    problem, entry, decision, size, fusions = stored_entry(path, stored)
+    check_asked(cfg, path, entry)
+    check_graph(path, localizer.session, size)
     parts = entry_parts(entry.method, entry.layer, fusions)
     if parts.cam_method is not None:  # what the graph's CAMs are: a known method at the entry's own layers
         cam = (stored_value(path, stored, "cam_method", str), tuple(map(str, stored_value(path, stored, "cam_layers", list))))
@@ -105,5 +151,4 @@ def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
                          f"is made of {', '.join(names)}; re-export it with defectcam-export")
     if parts.decoder is not None and parts.cam_method is not None and entry.decoder_threshold is None:
         raise ModelError(f"{path}: a product entry ({entry.method}) with no decoder_threshold in its metadata; re-export it")
-    problem = stored_value(path, stored, "problem", int)
     return problem, Predictor(localizer, parts, entry, decision, size, fusions)

@@ -39,6 +39,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "predict.gate": GATES,
     "predict.postprocess": POSTPROCESSES,
 }
+# Left unset (null), these take their default (predict.py, predict_setting), or with predict.model the file's own.
+UNSET_IS_DEFAULT = ("predict.gate", "predict.postprocess")
 FULLRES_SUPERVISIONS = ("cams", "masks")
 DECODER_BLOCKS = (1, 5)  # the U-Net decoder climbs from layer4 (stride 32): 1..5 blocks, 5 reaching the input's scale
 # DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
@@ -54,6 +56,8 @@ def validate(cfg: DictConfig) -> None:
     """
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value is None and key in UNSET_IS_DEFAULT:
+            continue
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
     problems = problems_of(cfg)
