@@ -82,7 +82,7 @@ bench: setup
 
 # Two workers, one per core (one OpenMP thread each: tests/conftest.py).
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf outputs multirun data/synthetic data/.synthetic.lock .pytest_cache build dist

@@ -87,24 +87,32 @@ def dagm_root(tmp_path: Path) -> Path:
     return make_tree(tmp_path / "DAGM", problems=(1,))
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """One tiny end-to-end reproduce run (2 problems), shared by the tests that read its outputs.
-
-    Built once per test session, also across xdist workers: the first worker builds it under a file
-    lock in the folder the workers share, the others wait and reuse it.
-    """
-    shared = tmp_path_factory.getbasetemp()
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test session, also across xdist workers: the first worker builds it under a
+    file lock in the folder the workers share, the others wait and reuse it. Its users only read it."""
+    shared = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the session's folder, above every worker's own
-    base = shared / "pipeline"
-    overrides = tiny_overrides(base / "synthetic", base / "out")
-    with FileLock(shared / "pipeline.lock"):
+    base = shared / name
+    with FileLock(shared / f"{name}.lock"):
         if not (base / "built").is_file():
-            result = run_cli("reproduce", *overrides)
-            assert result.returncode == 0, result.stderr[-3000:]
+            shutil.rmtree(base, ignore_errors=True)  # a build that failed half-way
+            base.mkdir()
+            build(base)
             (base / "built").write_text("ok\n")
-    return {"out": base / "out", "overrides": overrides}
+    return base
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One tiny end-to-end reproduce run (2 problems), shared by the tests that read its outputs (built once)."""
+
+    def build(base: Path) -> None:
+        result = run_cli("reproduce", *tiny_overrides(base / "synthetic", base / "out"))
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    base = built_once(tmp_path_factory, "pipeline", build)
+    return {"out": base / "out", "overrides": tiny_overrides(base / "synthetic", base / "out")}
 
 
 def private_copy(pipeline: dict[str, object], tmp_path: Path, name: str = "out", link: bool = False) -> tuple[Path, list[str]]:
@@ -113,5 +121,10 @@ def private_copy(pipeline: dict[str, object], tmp_path: Path, name: str = "out",
     out = tmp_path / name
     skipped = ("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", *(("cache", "figures") if link else ()))
     shutil.copytree(pipeline["out"], out, ignore=shutil.ignore_patterns(*skipped), copy_function=os.link if link else shutil.copy2)
+    return out, copy_overrides(pipeline, out)
+
+
+def copy_overrides(pipeline: dict[str, object], out: Path) -> list[str]:
+    """The tiny pipeline's overrides pointed at a copy of its problem 1 in `out`."""
     overrides = [o for o in pipeline["overrides"] if not o.startswith(("paths.output_dir=", "data.problems="))]
-    return out, [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]
+    return [*overrides, f"paths.output_dir={out}", "data.problems=[1]"]

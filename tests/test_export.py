@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import private_copy, run_cli
+from conftest import built_once, copy_overrides, private_copy, run_cli
 from defectcam.errors import ConfigError, ModelError, StageOrderError, StaleInputError
 from defectcam.export.runtime import OnnxLocalizer
 from defectcam.fullres.maps import defect_probabilities
@@ -24,11 +24,6 @@ from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.stages.export import export_settings
 from defectcam.stages.fullres import load_decoder
 from defectcam.stages.predict import run_predict
-
-# Its module fixture (a trained or exported model) is built once: every test of this module on one xdist worker
-# (make test runs --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("export")
-
 
 ENTRY = ("predict.entry=fullres/layercam/layer2", "predict.gate=none")
 
@@ -38,17 +33,21 @@ def class1_test_folder(pipeline: dict[str, Any]) -> Path:
     return root / "Class1" / "Test"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exported(pipeline: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The tiny pipeline's decoder entry exported once (ONNX and torch.export) into a private copy."""
-    out, overrides = private_copy(pipeline, tmp_path_factory.mktemp("export"), link=True)
-    overrides = [*overrides, *ENTRY]
-    result = run_cli("export", *overrides)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "localizer.onnx, localizer.pt2, localizer.json written" in result.stdout
+    """The tiny pipeline's decoder entry exported (ONNX and torch.export) into a copy of its own, once per test session
+    (also across xdist workers); the tests only read it."""
+
+    def build(base: Path) -> None:
+        _, overrides = private_copy(pipeline, base, link=True)
+        result = run_cli("export", *overrides, *ENTRY)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "localizer.onnx, localizer.pt2, localizer.json written" in result.stdout
+
+    out = built_once(tmp_path_factory, "exported", build) / "out"
     folder = out / "problem_1" / "export"
     assert sorted(p.name for p in folder.iterdir()) == ["localizer.json", "localizer.onnx", "localizer.pt2"]  # no temp file left
-    return {"problem": out / "problem_1", "folder": folder, "overrides": overrides}
+    return {"problem": out / "problem_1", "folder": folder, "overrides": [*copy_overrides(pipeline, out), *ENTRY]}
 
 
 def test_the_files_carry_the_entry_threshold_and_gate(exported: dict[str, Any]) -> None:

@@ -60,6 +60,8 @@ CASES = {  # (method, layer, target, CAM TTA, decoder TTA)
     "product, one shared pass": ("fullres_x_gradcampp", "layer2", 1, "none", "none"),  # the TTA: the next case
     "product, a pass each, predicted class": ("fullres_x_layercam", "layer3", "predicted", "flips", "none"),
     "fusion": ("layercam_fused", "layer2+layer3", 1, "none", "none"),
+    # fullres.train_encoder: the decoder reads a trained copy's features, so the CAM needs a pass of its own
+    "product, decoder over a trained encoder": ("fullres_x_gradcam", "layer3", 1, "none", "none"),
 }
 
 
@@ -68,8 +70,13 @@ def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: 
     method, layer, target, cam_tta, decoder_tta = CASES[case]
     classifier = tiny_resnet()
     parts = entry_parts(method, layer, FUSIONS)
-    decoder = FullResolutionNet(classifier, (8, 8, 8)).eval() if parts.decoder else None
+    decoder = FullResolutionNet(classifier, (8, 8, 8), train_encoder="trained encoder" in case).eval() if parts.decoder else None
+    if decoder is not None and decoder.encoder is not None:
+        with torch.no_grad():  # a trained copy: its weights are no longer the classifier's
+            for parameter in decoder.encoder.parameters():
+                parameter.mul_(1.1)
     network = EntryNetwork(classifier, NORMALIZATION, parts, target, cam_tta, decoder, decoder_tta)
+    assert network.shares_pass() == (case == "product, one shared pass")
     before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
     graph = traced_entry(network, example_input(SIZE))
     check = write_onnx(graph, tmp_path / "l.onnx", SIZE, OPSET, standalone_metadata(method, layer, parts), parts.output_names(),

@@ -15,9 +15,6 @@ from conftest import REPO
 
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 MARKER = "installed_copy_marker: 1"
-# Its module fixture (a built and installed wheel) is built once: every test of this module on one xdist worker
-# (make test runs --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("packaging")
 
 
 def pip(*args: str, cwd: Path) -> None:

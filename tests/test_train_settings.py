@@ -15,11 +15,6 @@ from defectcam.stages.settings import classifier_change, hydra_value, train_sign
 from defectcam.stages.train import check_signature, flatten
 
 
-# Its module fixture (a trained or exported model) is built once: every test of this module on one xdist worker
-# (make test runs --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("unfinished_training")
-
-
 @pytest.fixture(scope="module")
 def unfinished(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
     """Overrides of a tiny training and its last.ckpt, left as a killed run leaves them (no train_summary.json)."""
