@@ -338,7 +338,7 @@ def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_pa
 def test_the_decoders_progress_bar_names_the_decoder_not_a_cut_version() -> None:
     from types import SimpleNamespace
 
-    from defectcam.stages.fullres import DecoderProgressBar
+    from defectcam.models.decoder_module import DecoderProgressBar
 
     trainer = SimpleNamespace(loggers=[SimpleNamespace(version="layercam_layer2")], progress_bar_metrics={"train/loss": 0.5})
     bar = DecoderProgressBar("layercam_layer2")

@@ -14,7 +14,8 @@ from defectcam.data.synthetic import PROBLEMS
 from defectcam.errors import ConfigError
 from defectcam.localization.baselines import BASELINES
 from defectcam.localization.selection import GATES, POSTPROCESSES, SELECT_ON
-from defectcam.stages.settings import DAGM_PROBLEMS, backbone_layers, validate
+from defectcam.models.backbone import ARCHS
+from defectcam.stages.settings import DAGM_PROBLEMS, RESNET_BLOCKS, backbone_layers, validate
 
 RESNET50_LAYERS = "layer1, layer2, layer3, layer4 or a block layer1.0..2, layer2.0..3, layer3.0..5, layer4.0..2"
 SCORED = ("gradcam, gradcampp, layercam, layercam_fused, multiplicative, multiplicative_geometric, "
@@ -103,6 +104,15 @@ def test_block_counts_are_torchvision_s(arch: str, blocks: tuple[int, ...]) -> N
     assert layers.blocks == blocks
     assert all(layers.problems[f"layer{i + 1}.{count - 1}"] == "" for i, count in enumerate(blocks))
     assert all(f"layer{i + 1}.{count}" not in layers.problems for i, count in enumerate(blocks))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_table_validation_reads_first_is_torchvision_s(arch: str) -> None:
+    """Every stage and block the table lets through without building the network is one backbone_layers hooks."""
+    layers = backbone_layers(arch)
+    assert RESNET_BLOCKS[arch] == layers.blocks
+    fast = [f"layer{i + 1}" for i in range(4)] + [f"layer{i + 1}.{k}" for i, n in enumerate(layers.blocks) for k in range(n)]
+    assert all(layers.problems[path] == "" for path in fast)
 
 
 def test_hookable_paths_are_what_the_extractor_accepts() -> None:

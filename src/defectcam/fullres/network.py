@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import ResNet
+
+if TYPE_CHECKING:  # torchvision costs seconds at start-up; a stage builds its ResNet where it needs one
+    from torchvision.models import ResNet
 
 DECODER_CHANNELS = (128, 64, 32, 16, 16)
 

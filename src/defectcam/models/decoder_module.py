@@ -12,67 +12,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from defectcam.cams.tta import TTA_SETS
 from defectcam.fullres.losses import pairwise_potts_loss, partial_cross_entropy, size_penalty
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import training_targets
+from defectcam.models.decoder_recipe import SUPERVISIONS, DecoderRecipe, DecoderTrainSet, normalized
 
-SUPERVISIONS = ("cams", "masks")
-
-
-@dataclass(frozen=True)
-class DecoderRecipe:
-    """How a decoder is trained (every field is recorded in the fullres cache's meta)."""
-
-    supervision: str = "cams"
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    eval_every: int = 50
-    n_foreground: int = 4
-    n_background: int = 8
-    patch: int = 5
-    negatives: bool = True
-    pairwise_weight: float = 0.0
-    pairwise_radius: int = 2
-    sigma_xy: float = 2.0
-    sigma_intensity: float = 0.1
-    size_weight: float = 0.0
-    size_low: float = 0.005
-    size_high: float = 0.3
-    augment: bool = True
-    crop: int | None = None
-    seed: int = 0
-    train_encoder: bool = False  # the network decodes a trainable copy of the classifier (the supervised reference)
-    encoder_lr: float = 1e-4
-
-
-class DecoderTrainSet(Dataset):
-    """The train part: uint8 images (N, S, S), labels (N,) and per image either seed regions or a mask (N, S, S)."""
-
-    def __init__(self, images: Tensor, labels: Tensor, foreground: Tensor, background: Tensor) -> None:
-        self.images, self.labels, self.foreground, self.background = images, labels, foreground, background
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, i: int) -> dict[str, Tensor]:
-        return {"image": self.images[i], "label": self.labels[i], "foreground": self.foreground[i], "background": self.background[i]}
-
-
-def normalized(images: Tensor, mean: float, std: float) -> Tensor:
-    """uint8 (N, S, S) -> (N, 3, S, S) float, normalized as the classifier was trained."""
-    return ((images.float() / 255.0 - mean) / std).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
-
+__all__ = ["SUPERVISIONS", "DecoderProgressBar", "DecoderRecipe", "DecoderTrainSet", "DecoderTraining", "normalized"]
 
 class DecoderTraining(pl.LightningModule):
     """Trains `network`'s decoder; `val_score(probs (N, S, S) on the CPU) -> float` picks the kept state."""
@@ -181,3 +134,21 @@ class DecoderTraining(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=self.recipe.steps,
                                                         pct_start=0.1, anneal_strategy="cos")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class DecoderProgressBar(TQDMProgressBar):
+    """Lightning's bar, labelled with the decoder it trains. Its defaults said "Epoch 0" (the sampler draws all the
+    steps as one epoch) and showed the logger's version, the decoder's name cut to its last 4 characters, as v_num."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"decoder {self.name}")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from defectcam.errors import ModelError, StageOrderError, one_line
-from defectcam.models.backbone import build_backbone
-from defectcam.models.module import DefectClassifier
+
+if TYPE_CHECKING:
+    from defectcam.models.module import DefectClassifier
 
 
 def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> DefectClassifier:
     """The classifier of a checkpoint, in eval mode, with its normalization in hparams."""
+    # Imported here: Lightning and torchvision cost about 3 s at start-up, which every stage that imports this module
+    # would pay before it could report a bad setting; only loading a classifier needs them.
+    from defectcam.models.backbone import build_backbone
+    from defectcam.models.module import DefectClassifier
+
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise StageOrderError(f"{ckpt_path}: no checkpoint; run the train stage first (make train / defectcam-train)")

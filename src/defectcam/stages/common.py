@@ -5,18 +5,21 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
 
 from defectcam.cuda_switch import trains_on_cuda
-from defectcam.data.datamodule import DefectDataModule, train_augmentation, train_normalization
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.errors import ConfigError, StageOrderError
 from defectcam.io import read_json
 from defectcam.models.loading import load_classifier
-from defectcam.models.module import DefectClassifier
 from defectcam.stages.settings import classifier_change, hydra_value, output_dir, problems_of, train_signature, validate
+
+if TYPE_CHECKING:
+    from defectcam.data.datamodule import DefectDataModule
+    from defectcam.models.module import DefectClassifier
 
 
 def inference_device(cfg: DictConfig) -> torch.device:
@@ -41,11 +44,17 @@ def normalization_for(cfg: DictConfig, data: ProblemData) -> tuple[float, float]
     if cfg.data.normalization == "fixed":
         mean, std = cfg.data.mean_std[data.problem]
         return float(mean), float(std)
+    from defectcam.data.datamodule import train_normalization  # Lightning: imported where a stage uses it (see below)
+
     return train_normalization(data)
 
 
 def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[float, float]) -> DefectDataModule:
     """The DataModule of one problem as the config describes it."""
+    # Imported here: Lightning (and the torchvision it imports) costs about 3 s at start-up, which every stage
+    # importing this module would pay before it could report a bad setting.
+    from defectcam.data.datamodule import DefectDataModule, train_augmentation
+
     return DefectDataModule(
         data,
         *normalization,

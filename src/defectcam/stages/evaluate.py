@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from defectcam.data.datamodule import DefectDataModule
 from defectcam.data.prepare import ProblemData, problem_dir
 from defectcam.evaluation.classification import classification_metrics, logit_margin, predict, undefined_metrics_note
 from defectcam.evaluation.decision import DECISION_VERSION, decision_rule, decision_threshold
@@ -23,6 +22,9 @@ from defectcam.stages.common import autocast_for, best_checkpoint, inference_dev
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import output_dir, to_plain
 from defectcam.stages.shell import stage_entry
+
+if TYPE_CHECKING:
+    from defectcam.data.datamodule import DefectDataModule
 
 log = logging.getLogger(__name__)
 ARGMAX_SCORES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "tn", "fp", "fn", "tp")

@@ -16,16 +16,13 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -39,7 +36,7 @@ from defectcam.fullres.seeds import seed_regions
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.localization.entries import entry_scoring_maps, entry_sources, fusions_from, masks_tensor
 from defectcam.localization.exact import best_exact_threshold, sort_pixels
-from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining, DecoderTrainSet, normalized
+from defectcam.models.decoder_recipe import DecoderRecipe, DecoderTrainSet, normalized
 from defectcam.models.loading import file_sha1
 from defectcam.report.figures import cam_grid, save_figure
 from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason, target_class
@@ -47,6 +44,9 @@ from defectcam.stages.common import best_checkpoint, inference_device, require_a
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import fullres_starts, fullres_supervisions, output_dir, to_plain
 from defectcam.stages.shell import stage_entry
+
+if TYPE_CHECKING:
+    from defectcam.models.decoder_module import DecoderTraining
 
 log = logging.getLogger(__name__)
 FULLRES_FORMAT = 1
@@ -252,27 +252,16 @@ def decoder_network(cfg: DictConfig, net: torch.nn.Module, train_encoder: bool) 
     return FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels), train_encoder)
 
 
-class DecoderProgressBar(TQDMProgressBar):
-    """Lightning's bar, labelled with the decoder it trains. Its defaults said "Epoch 0" (the sampler draws all the
-    steps as one epoch) and showed the logger's version, the decoder's name cut to its last 4 characters, as v_num."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(f"decoder {self.name}")
-
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        return items
-
-
 def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalization: tuple[float, float], recipe: DecoderRecipe,
                   dataset: DecoderTrainSet, val: tuple[Tensor, Any], name: str) -> DecoderTraining:
     """Train one decoder with Lightning; returns the module holding the best validation state."""
+    # Imported here: Lightning (and the torchvision it imports) costs about 3 s at start-up, which every run of the
+    # stages that import this module would pay, a one-line error included; only a training needs it.
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from defectcam.models.decoder_module import DecoderProgressBar, DecoderTraining
+
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # the decoder's initial weights
     network = decoder_network(cfg, net, recipe.train_encoder)
     training = DecoderTraining(network, recipe, normalization, val[0], val[1], int(cfg.fullres.eval_batch_size))

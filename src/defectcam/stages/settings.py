@@ -310,8 +310,17 @@ def _ndim_recorder(name: str, calls: dict[str, list[int]]) -> Callable[..., None
     return hook
 
 
+# Blocks per stage of torchvision's ResNets (tests/test_names.py holds them to backbone_layers'). A stage or one of
+# its blocks is the usual cam.layers entry: it is checked from this table, so that validation, which every run of
+# every stage makes first, does not import torchvision (over a second) to build the network on the meta device.
+RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+
 def _check_layer(arch: str, path: str) -> None:
     """A cam.layers entry must be a module path of `arch` that a CAM can hook."""
+    stage = re.fullmatch(r"layer([1-4])(?:\.(\d+))?", path)
+    if arch in RESNET_BLOCKS and stage and (stage[2] is None or int(stage[2]) < RESNET_BLOCKS[arch][int(stage[1]) - 1]):
+        return  # a stage, or one of its blocks
     layers = backbone_layers(arch)
     if path not in layers.problems:
         raise ConfigError(f"cam.layers: {path!r} is not a module path of {arch}; use {layers.summary()}")
