@@ -93,12 +93,17 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
     shared = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the session's folder, above every worker's own
-    base = shared / name
+    base, failed = shared / name, shared / f"{name}.failed"
     with FileLock(shared / f"{name}.lock"):
+        if failed.is_file():  # another worker's build failed: the same failure, without building again
+            pytest.fail(f"building {name} failed in another worker: {failed.read_text()[-2000:]}")
         if not (base / "built").is_file():
-            shutil.rmtree(base, ignore_errors=True)  # a build that failed half-way
             base.mkdir()
-            build(base)
+            try:
+                build(base)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}")
+                raise
             (base / "built").write_text("ok\n")
     return base
 
@@ -119,7 +124,8 @@ def private_copy(pipeline: dict[str, object], tmp_path: Path, name: str = "out",
     """Problem 1 of the tiny pipeline in a folder of its own, and the overrides that point at it. link=True: hard
     links, for callers whose stages only replace files (never rewrite one in place) and skip caches and figures."""
     out = tmp_path / name
-    skipped = ("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", *(("cache", "figures") if link else ()))
+    # ".*.tmp": an atomic write another worker's run of the shared pipeline has not renamed into place yet
+    skipped = ("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", ".*.tmp", *(("cache", "figures") if link else ()))
     shutil.copytree(pipeline["out"], out, ignore=shutil.ignore_patterns(*skipped), copy_function=os.link if link else shutil.copy2)
     return out, copy_overrides(pipeline, out)
 

@@ -115,6 +115,14 @@ def test_the_table_validation_reads_first_is_torchvision_s(arch: str) -> None:
     assert all(layers.problems[path] == "" for path in fast)
 
 
+@pytest.mark.parametrize("path", ["layer1.00", "layer2.01", "layer1.\u0660", "layer3.6", "layer0", "layer5", "layer1.", "layer1.-1"])
+def test_a_block_torchvision_does_not_name_is_refused(compose_cfg, path: str) -> None:
+    """The table's shortcut accepts only names named_modules spells: no leading zero, no other digit, no block past the stage."""
+    assert path not in backbone_layers("resnet50").problems
+    with pytest.raises(ConfigError, match="cam.layers"):
+        validate(compose_cfg("model.arch=resnet50", f"cam.layers=['{path}']", "cam.fusions=null"))
+
+
 def test_hookable_paths_are_what_the_extractor_accepts() -> None:
     """Validation and the CAM extractor agree on a real resnet18: every path passed works, every path refused fails."""
     torch.manual_seed(0)

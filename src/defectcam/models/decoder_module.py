@@ -27,6 +27,7 @@ from defectcam.models.decoder_recipe import SUPERVISIONS, DecoderRecipe, Decoder
 
 __all__ = ["SUPERVISIONS", "DecoderProgressBar", "DecoderRecipe", "DecoderTrainSet", "DecoderTraining", "normalized"]
 
+
 class DecoderTraining(pl.LightningModule):
     """Trains `network`'s decoder; `val_score(probs (N, S, S) on the CPU) -> float` picks the kept state."""
 

@@ -318,9 +318,9 @@ RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50":
 
 def _check_layer(arch: str, path: str) -> None:
     """A cam.layers entry must be a module path of `arch` that a CAM can hook."""
-    stage = re.fullmatch(r"layer([1-4])(?:\.(\d+))?", path)
-    if arch in RESNET_BLOCKS and stage and (stage[2] is None or int(stage[2]) < RESNET_BLOCKS[arch][int(stage[1]) - 1]):
-        return  # a stage, or one of its blocks
+    blocks = RESNET_BLOCKS.get(arch, ())
+    if path in {f"layer{s + 1}" for s in range(len(blocks))} | {f"layer{s + 1}.{k}" for s, n in enumerate(blocks) for k in range(n)}:
+        return  # a stage, or one of its blocks, spelled as named_modules spells it
     layers = backbone_layers(arch)
     if path not in layers.problems:
         raise ConfigError(f"cam.layers: {path!r} is not a module path of {arch}; use {layers.summary()}")
