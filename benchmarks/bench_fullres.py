@@ -49,7 +49,8 @@ from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.localization.entry_network import EntryNetwork, entry_parts
 from defectcam.models.backbone import build_backbone
-from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining
+from defectcam.models.decoder_module import DecoderTraining
+from defectcam.models.decoder_recipe import DecoderRecipe
 
 REPO = Path(__file__).resolve().parents[1]
 NORMALIZATION = (0.5, 0.25)  # the exported graph's gray -> input normalization (its cost, not its values, matters here)

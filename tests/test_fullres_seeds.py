@@ -120,7 +120,8 @@ def test_crops_of_defective_images_hold_foreground() -> None:
     import torchvision
 
     from defectcam.fullres.network import FullResolutionNet
-    from defectcam.models.decoder_module import DecoderRecipe, DecoderTraining
+    from defectcam.models.decoder_module import DecoderTraining
+    from defectcam.models.decoder_recipe import DecoderRecipe
 
     network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8, 8, 8, 8, 8))
     training = DecoderTraining(network, DecoderRecipe(crop=32, seed=3), (0.5, 0.25), torch.zeros(0, 64, 64, dtype=torch.uint8),

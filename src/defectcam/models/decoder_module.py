@@ -23,9 +23,7 @@ from defectcam.cams.tta import TTA_SETS
 from defectcam.fullres.losses import pairwise_potts_loss, partial_cross_entropy, size_penalty
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import training_targets
-from defectcam.models.decoder_recipe import SUPERVISIONS, DecoderRecipe, DecoderTrainSet, normalized
-
-__all__ = ["SUPERVISIONS", "DecoderProgressBar", "DecoderRecipe", "DecoderTrainSet", "DecoderTraining", "normalized"]
+from defectcam.models.decoder_recipe import SUPERVISIONS, DecoderRecipe, normalized
 
 
 class DecoderTraining(pl.LightningModule):

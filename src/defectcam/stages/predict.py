@@ -39,6 +39,7 @@ from defectcam.localization.ellipse import analysis_maps, largest_component_elli
 from defectcam.localization.entries import BASELINE_LAYER, Fusion, entry_scoring_maps, fusions_from
 from defectcam.localization.entry_network import EntryNetwork, EntryParts, EntrySources, entry_parts, split_outputs
 from defectcam.localization.products import gated_product, product_cam
+from defectcam.localization.selection import GATES
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
 from defectcam.report.figures import overlay_rgb
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIN_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
-GATES = ("classifier", "none")
 BACKENDS = ("torch", "onnx")  # onnx: the problem's export/localizer.onnx in onnxruntime
 # predict.gate / postprocess / backend left unset: these (with predict.model: the file's own gate and post-process)
 PREDICT_DEFAULTS = {"gate": "classifier", "postprocess": "none", "backend": "torch"}
