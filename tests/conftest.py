@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 # One OpenMP thread per test process (and the CLI processes they start): the suite runs on two xdist
@@ -24,6 +25,18 @@ from dagm_tree import make_tree  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 BIN = Path(sys.executable).parent
+
+
+# The modules that hold the suite's longest tests (each 40 s or more on the project's 2-core CPU), longest first.
+# They run first: on two xdist workers, a long test handed out last leaves the other worker idle until it ends.
+LONGEST_FIRST = ("test_fullres_end_to_end.py", "test_stale_inputs.py", "test_train_resume_ddp.py", "test_seeds.py",
+                 "test_export.py", "test_fullres_stage.py", "test_benchmarks.py", "test_checkpoint_io.py",
+                 "test_pipeline.py", "test_predict.py", "test_export_gradients.py", "test_train_settings.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its own order
 
 
 def tiny_overrides(root: Path, out: Path, problems: str = "[1,2]") -> list[str]:
@@ -128,6 +141,27 @@ def private_copy(pipeline: dict[str, object], tmp_path: Path, name: str = "out",
     skipped = ("problem_2", "multirun", "hydra", "tensorboard", "last.ckpt", ".*.tmp", *(("cache", "figures") if link else ()))
     shutil.copytree(pipeline["out"], out, ignore=shutil.ignore_patterns(*skipped), copy_function=os.link if link else shutil.copy2)
     return out, copy_overrides(pipeline, out)
+
+
+def middle_of_widest_gap(values: Sequence[float], min_width: float = 1e-3) -> float:
+    """A threshold with values on both sides and none near it: the middle of the widest gap between the sorted values.
+
+    The tiny pipeline's classifier and decoder train for one epoch or four steps, and which side of a recorded
+    threshold their outputs fall on changes with the CPU's kernels. Tests that need both sides put the threshold here.
+    `min_width`: how far apart the values around it must be, so that no value recomputed on another engine (or
+    from a float16 cache's code) lands on the other side."""
+    ordered = sorted(float(v) for v in values)
+    width, middle = max((b - a, (a + b) / 2) for a, b in zip(ordered, ordered[1:]))
+    assert width > min_width, f"no gap wider than {min_width} between {ordered}"
+    return middle
+
+
+def rewrite_json(path: Path, **changes: object) -> None:
+    """Change keys of a JSON file as a new file: in a private_copy(link=True) the old one is the shared pipeline's."""
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.unlink()
+    path.write_text(json.dumps(data, indent=2))
 
 
 def copy_overrides(pipeline: dict[str, object], out: Path) -> list[str]:

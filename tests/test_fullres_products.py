@@ -3,6 +3,7 @@ and the entries localize scores and draws."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from cam_models import calibrated_resnet
-from conftest import private_copy, run_cli
+from conftest import middle_of_widest_gap, private_copy, run_cli
 from defectcam.cams import scoring_maps
 from defectcam.cams.tta import tta_cams
 from defectcam.errors import ConfigError
@@ -105,7 +106,7 @@ def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeli
     raw, _ = parts["test"]
     decoder = weak_decoder_maps(probs["test"], data.native_size)
     # the tiny decoder flags every test image at its own gate, so the wiring is probed at a gate that splits them
-    probe = float(decoder.flatten(1).amax(dim=1).median())
+    probe = middle_of_widest_gap(decoder.flatten(1).amax(dim=1).tolist(), min_width=0.0)  # no recomputation here
     kept = decoder.flatten(1).amax(dim=1) >= probe
     assert kept.any() and (~kept).any()
     seen = 0
@@ -211,19 +212,27 @@ def test_predict_applies_a_product_entry_as_localize_builds_it(pipeline, tmp_pat
     table = pd.read_csv(table_path)
     maxima = load_fullres_cache(out / "problem_1")["test"]["maps"]["fullres"]["layercam/layer2"].float().flatten(1).amax(dim=1)
     at = table["method"] == "fullres_x_gradcam"
-    ordered = maxima.sort().values
-    gaps = ordered[1:] - ordered[:-1]
-    widest = int(gaps.argmax())
-    gate = float(ordered[widest] + ordered[widest + 1]) / 2
-    assert float(gaps[widest]) > 1e-3  # no map value predict recomputes lands on the other side of the gate
+    # float16 codes, 2**-11 apart at most below 1: a gap of two steps keeps predict's float32 values on their side
+    gate = middle_of_widest_gap(maxima.tolist(), min_width=6e-4)
     table.loc[at, "decoder_threshold"] = gate
+    # An emptied map is all zeros, so it stays empty only above a threshold of 0, which validation may choose for a
+    # tiny decoder: the entry's threshold becomes half the smallest peak of the maps the gate keeps.
+    cfg = compose_cfg(*overrides, products, "localize.postprocess=[none]")
+    folder, cache = out / "problem_1", load_cam_cache(out / "problem_1")["test"]
+    meta = json.loads((folder / "localization_meta.json").read_text())
+    probabilities = probability_maps(folder, meta, "test", cache["rows"], torch.device("cpu"))
+    size = prepare_data(cfg, show_progress=False)[1].native_size
+    (_, _, maps), = entries_for(cfg, cache["maps"], size, probabilities, gate, only=("fullres_x_gradcam", "layer2"))
+    peaks = maps.flatten(1).amax(dim=1)
+    assert (peaks == 0).any() and (peaks > 0).any()
+    entry = at & (table["layer"] == "layer2") & (table["selection"] == "val-best") & (table["gate"] == "none")
+    table.loc[entry, "threshold"] = float(peaks[peaks > 0].min()) / 2
     table.to_csv(table_path, index=False)
     assert recorded_decoder_threshold(table, "fullres_x_gradcam", "layer2") == gate
     inputs = data_root(pipeline) / "Class1" / "Test"
     result = run_cli("predict", *overrides, products, "localize.postprocess=[none]", "predict.entry=fullres_x_gradcam/layer2",
                      "predict.gate=none", f"predict.input={inputs}", f"predict.output={tmp_path / 'predicted'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    cfg = compose_cfg(*overrides, products, "localize.postprocess=[none]")
     check = compare_with_localize(cfg, prepare_data(cfg, show_progress=False)[1], out / "problem_1", tmp_path / "predicted")
     assert check["entry"].startswith("fullres_x_gradcam/layer2")
     assert check["n"] > 0 and check["images"]["shape_ok"].all() and check["same_decisions"] == check["n"]

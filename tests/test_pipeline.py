@@ -167,27 +167,28 @@ def test_cam_cache_holds_raw_maps_per_layer(pipeline) -> None:
     assert len(cache["test"]["rows"]) == codes.shape[0] == maps["layer1"]["span"].shape[0]
 
 
-def test_second_run_skips_every_stage(pipeline) -> None:
-    out: Path = pipeline["out"]
+def test_second_run_skips_every_stage(pipeline, tmp_path: Path) -> None:
+    out, overrides = private_copy(pipeline, tmp_path)  # the rerun writes its tables and report where others read
     watched = [out / "problem_1" / n for n in ("checkpoints/best.ckpt", "metrics.json", "cams/cams.pt", "localization.csv")]
     stamps = [p.stat().st_mtime_ns for p in watched]
-    result = run_cli("reproduce", *pipeline["overrides"])
+    result = run_cli("reproduce", *overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     assert [p.stat().st_mtime_ns for p in watched] == stamps
     seconds = json.loads(re.search(r"done in [\d.]+ s: (\{.*\})", result.stdout + result.stderr).group(1).replace("'", '"'))
     assert seconds["train"] < 2 and seconds["cams"] < 3
 
 
-def test_threshold_multirun_gathers_sweep_csv(pipeline) -> None:
-    result = run_cli("localize", "-m", *pipeline["overrides"], "localize.threshold=0.2,0.4")
+def test_threshold_multirun_gathers_sweep_csv(pipeline, tmp_path: Path) -> None:
+    out, overrides = private_copy(pipeline, tmp_path)
+    result = run_cli("localize", "-m", *overrides, "localize.threshold=0.2,0.4")
     assert result.returncode == 0, result.stderr[-2000:]
-    sweep = pd.read_csv(pipeline["out"] / "sweep" / "sweep.csv")
+    sweep = pd.read_csv(out / "sweep" / "sweep.csv")
     assert (sweep.groupby(["problem", "method", "layer", "gate", "postprocess"]).size() == 2).all()
     assert sorted(sweep["threshold"].unique()) == [0.2, 0.4]
     assert {"val_miou", "test_miou", "val_all_miou", "test_image_false_alarm"} <= set(sweep.columns)
-    assert (pipeline["out"] / "sweep" / "sweep.png").is_file()
+    assert (out / "sweep" / "sweep.png").is_file()
     # A sweep never overwrites the protocol's results.
-    assert (pipeline["out"] / "problem_1" / "localization.csv").is_file()
+    assert (out / "problem_1" / "localization.csv").read_bytes() == (pipeline["out"] / "problem_1" / "localization.csv").read_bytes()
 
 
 def test_changed_training_setting_is_refused_not_mixed(pipeline) -> None:
