@@ -27,11 +27,13 @@ CONF_DIR = REPO / "conf"
 BIN = Path(sys.executable).parent
 
 
-# The modules that hold the suite's longest tests (each 40 s or more on the project's 2-core CPU), longest first.
+# The modules that hold the suite's longest tests (25 s or more on the project's 2-core CPU), longest first.
 # They run first: on two xdist workers, a long test handed out last leaves the other worker idle until it ends.
 LONGEST_FIRST = ("test_fullres_end_to_end.py", "test_stale_inputs.py", "test_train_resume_ddp.py", "test_seeds.py",
                  "test_export.py", "test_fullres_stage.py", "test_benchmarks.py", "test_checkpoint_io.py",
-                 "test_pipeline.py", "test_predict.py", "test_export_gradients.py", "test_train_settings.py")
+                 "test_pipeline.py", "test_predict.py", "test_export_gradients.py", "test_train_settings.py",
+                 "test_training_recipe.py", "test_fullres_products.py", "test_data_cli.py", "test_names.py",
+                 "test_bad_settings.py", "test_concurrency.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -143,7 +145,7 @@ def private_copy(pipeline: dict[str, object], tmp_path: Path, name: str = "out",
     return out, copy_overrides(pipeline, out)
 
 
-def middle_of_widest_gap(values: Sequence[float], min_width: float = 1e-3) -> float:
+def middle_of_widest_gap(values: Sequence[float], min_width: float = 2e-3) -> float:
     """A threshold with values on both sides and none near it: the middle of the widest gap between the sorted values.
 
     The tiny pipeline's classifier and decoder train for one epoch or four steps, and which side of a recorded

@@ -254,8 +254,9 @@ def test_export_settings_are_checked(compose_cfg, override: str, message: str) -
         export_settings(compose_cfg(override))
 
 
-# (16, 8, 8): a 1/4-scale map upsampled in the graph, with the input-scale branch (4 image channels) in it too
-@pytest.mark.parametrize(("channels", "image_channels"), [((16, 8, 8, 8, 8), 0), ((16, 8, 8), 4)])
+# (16, 8, 8): a 1/4-scale map whose logits are upsampled in the graph; with 4 image channels, the decoded features
+# are upsampled instead, to meet the input-scale branch
+@pytest.mark.parametrize(("channels", "image_channels"), [((16, 8, 8, 8, 8), 0), ((16, 8, 8), 0), ((16, 8, 8), 4)])
 def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, channels: tuple[int, ...], image_channels: int) -> None:
     from torchvision.models import resnet18
 

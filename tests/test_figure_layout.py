@@ -53,7 +53,8 @@ def _line_colours(fig) -> dict[str, tuple[float, ...]]:
 def _sweep_figure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, curves: pd.DataFrame):
     """The figure gather_sweep draws from job files holding the same entries (it sorts them by method)."""
     drawn = []
-    monkeypatch.setattr(sweep_stage, "save_figure", lambda fig, path: drawn.append(fig))
+    # gather_sweep imports save_figure when it draws (matplotlib is not loaded at start-up): patched at its source
+    monkeypatch.setattr("defectcam.report.figures.save_figure", lambda fig, path: drawn.append(fig))
     for j, t in enumerate(THRESHOLDS):
         rows = curves[curves["threshold"] == t].rename(columns={"miou": "val_miou", "all_miou": "val_all_miou"})
         rows = rows.assign(test_miou=rows["val_miou"], test_all_miou=rows["val_all_miou"]).drop(columns="split")

@@ -106,9 +106,9 @@ def test_localize_scores_each_product_gated_at_the_decoders_own_threshold(pipeli
     raw, _ = parts["test"]
     decoder = weak_decoder_maps(probs["test"], data.native_size)
     # the tiny decoder flags every test image at its own gate, so the wiring is probed at a gate that splits them
-    probe = middle_of_widest_gap(decoder.flatten(1).amax(dim=1).tolist(), min_width=0.0)  # no recomputation here
+    # images on both sides of it by construction (nothing is recomputed here, so any gap will do)
+    probe = middle_of_widest_gap(decoder.flatten(1).amax(dim=1).tolist(), min_width=0.0)
     kept = decoder.flatten(1).amax(dim=1) >= probe
-    assert kept.any() and (~kept).any()
     seen = 0
     for method, layer, maps in entries_for(cfg, raw, data.native_size, probs["test"], probe):
         if product_cam(method) is None:
@@ -212,8 +212,8 @@ def test_predict_applies_a_product_entry_as_localize_builds_it(pipeline, tmp_pat
     table = pd.read_csv(table_path)
     maxima = load_fullres_cache(out / "problem_1")["test"]["maps"]["fullres"]["layercam/layer2"].float().flatten(1).amax(dim=1)
     at = table["method"] == "fullres_x_gradcam"
-    # float16 codes, 2**-11 apart at most below 1: a gap of two steps keeps predict's float32 values on their side
-    gate = middle_of_widest_gap(maxima.tolist(), min_width=6e-4)
+    # float16 codes, at most 2**-11 apart below 1: a gap over two steps keeps predict's float32 values on their side
+    gate = middle_of_widest_gap(maxima.tolist(), min_width=1e-3)
     table.loc[at, "decoder_threshold"] = gate
     # An emptied map is all zeros, so it stays empty only above a threshold of 0, which validation may choose for a
     # tiny decoder: the entry's threshold becomes half the smallest peak of the maps the gate keeps.

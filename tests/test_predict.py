@@ -60,8 +60,10 @@ def test_predict_gives_localize_masks_and_decisions(pipeline, tmp_path: Path, co
     rewrite_json(copy / "problem_1" / "localization_meta.json", decision_threshold=middle_of_widest_gap(margins.tolist()))
     run_predict(compose_cfg(*overrides, f"predict.input={inputs}", f"predict.output={tmp_path / 'gated'}"))
     check = compare_with_localize(compose_cfg(*overrides), data, copy / "problem_1", tmp_path / "gated")
-    passed = pd.read_csv(tmp_path / "gated" / "predictions.csv")["defect"]
+    gated = pd.read_csv(tmp_path / "gated" / "predictions.csv")
+    passed = gated["defect"] == 1
     assert 0 < passed.sum() < n_test and check["same_decisions"] == n_test
+    assert gated.loc[passed, "mask_pixels"].sum() > 0 and (gated.loc[~passed, "mask_pixels"] == 0).all()
     assert check["min_iou"] >= 0.9 and check["mean_iou"] >= 0.98, check["images"]
 
 

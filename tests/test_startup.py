@@ -2,7 +2,8 @@
 
 Every run of every stage, a bad setting's one-line error included, pays its imports and the validation of its
 settings first. scikit-learn (about 0.9 s on the project's CPU) is needed only to draw a split, albumentations
-(about 0.6 s) only to build a training pipeline, and Lightning with the torchvision it imports (about 3 s) only
+(about 0.6 s) only to build a training pipeline, matplotlib with TensorBoard's writer (about 0.9 s) only to draw,
+and Lightning with the torchvision it imports (about 3 s) only
 where a stage trains, or loads a classifier or a DataModule. They are imported where they are used, and
 validation checks the usual cam.layers without building a torchvision network; this keeps it so (that they
 still work there: tests/test_splits.py, tests/test_datamodule.py, the stage tests).
@@ -18,6 +19,8 @@ from conftest import REPO
 
 STAGES = ("data", "train", "evaluate", "cams", "fullres", "localize", "sweep", "report", "predict", "export", "reproduce")
 DEFERRED = ("sklearn", "albumentations")
+# Lightning imports matplotlib itself: train and reproduce have it from there.
+DRAWING = ("matplotlib", "tensorboard")
 # Training is what train and reproduce are for: they import Lightning up front.
 TRAINING_LIBRARIES = ("pytorch_lightning", "lightning_fabric", "torchvision")
 
@@ -39,6 +42,6 @@ def test_no_stage_imports_the_deferred_libraries() -> None:
     assert imported_at_start(STAGES, DEFERRED) == []
 
 
-def test_stages_that_do_not_train_start_and_validate_without_lightning_or_torchvision() -> None:
+def test_stages_that_do_not_train_start_and_validate_without_lightning_torchvision_or_drawing_libraries() -> None:
     others = tuple(stage for stage in STAGES if stage not in ("train", "reproduce"))
-    assert imported_at_start(others, TRAINING_LIBRARIES, validated=True) == []
+    assert imported_at_start(others, (*TRAINING_LIBRARIES, *DRAWING), validated=True) == []

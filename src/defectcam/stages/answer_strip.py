@@ -14,7 +14,6 @@ import torch
 from defectcam.data.prepare import ProblemData
 from defectcam.localization.ellipse import ellipse_masks
 from defectcam.report.build import entry_name, summary_table
-from defectcam.report.figures import overlay_strip, save_figure
 
 STRIP_FILE = "answer_strip.png"
 
@@ -78,6 +77,8 @@ def predicted_masks(maps: torch.Tensor, threshold: float, postprocess: str) -> t
 
 def draw_answer_strip(data: ProblemData, chosen: StripEntry, test_maps: torch.Tensor, truth: dict[str, torch.Tensor], out: Path) -> None:
     """figures/answer_strip.png of the chosen entry on the picked test images."""
+    from defectcam.report.figures import overlay_strip, save_figure  # matplotlib: 0.8 s of start-up, only to draw
+
     defective = truth["defective"].cpu().numpy()
     picks = strip_picks(chosen.ious, defective)
     if not picks:

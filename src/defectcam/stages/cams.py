@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from defectcam.cams import scoring_maps
@@ -19,7 +18,6 @@ from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import StageOrderError, StaleInputError
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.models.loading import file_sha1
-from defectcam.report.figures import cam_grid, figure_array, save_figure
 from defectcam.stages.common import best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.settings import output_dir, setting_change
@@ -153,6 +151,11 @@ def cams_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any]:
 
 def draw_figures(cfg: DictConfig, data: ProblemData, part: dict[str, Any], out: Path) -> None:
     """One grid per method: a few defective test images, input | ground truth | each layer; also to TensorBoard."""
+    # TensorBoard and matplotlib: about 0.9 s of every start-up, needed only to draw
+    from torch.utils.tensorboard import SummaryWriter
+
+    from defectcam.report.figures import cam_grid, figure_array, save_figure
+
     rows = part["rows"].numpy()
     picks = [i for i, row in enumerate(rows) if data.table["label"].iat[row] == 1][: int(cfg.cam.figure_images)]
     if not picks:

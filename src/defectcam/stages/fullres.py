@@ -38,7 +38,6 @@ from defectcam.localization.entries import entry_scoring_maps, entry_sources, fu
 from defectcam.localization.exact import best_exact_threshold, sort_pixels
 from defectcam.models.decoder_recipe import DecoderRecipe, DecoderTrainSet, normalized
 from defectcam.models.loading import file_sha1
-from defectcam.report.figures import cam_grid, save_figure
 from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason, target_class
 from defectcam.stages.common import best_checkpoint, inference_device, require_all_trained, trained_problem
 from defectcam.stages.data import prepare_data
@@ -419,6 +418,8 @@ def fullres_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None
 
 def draw_fullres_figure(cfg: DictConfig, data: ProblemData, part: dict[str, Any], out: Path, starts: dict[str, str]) -> None:
     """figures/fullres.png: a few defective test images, input | ground truth | the starting CAM | each decoder's map."""
+    from defectcam.report.figures import cam_grid, save_figure  # matplotlib: 0.8 s of start-up, only to draw
+
     rows = part["rows"].numpy()
     picks = [i for i, row in enumerate(rows) if data.table["label"].iat[row] == 1][: int(cfg.fullres.figure_images)]
     if not picks:

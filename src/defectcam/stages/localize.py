@@ -35,7 +35,6 @@ from defectcam.localization.products import (
     weak_decoder_maps,
 )
 from defectcam.localization.protocol import scores_at
-from defectcam.report.figures import save_figure, threshold_curves
 from defectcam.stages.answer_strip import chosen_entry, draw_answer_strip, strip_maps
 from defectcam.stages.cams import fresh_cams, load_cam_cache
 from defectcam.stages.common import inference_device, require_all_trained
@@ -191,6 +190,8 @@ def localize_problem(cfg: DictConfig, data: ProblemData, meta: dict[str, Any]) -
             frame.to_csv(tmp, index=False)
     table, curve_table = tables["localization.csv"], tables["curves.csv"]
     plain = curve_table.query("split == 'val' and gate == 'none' and postprocess == 'none'")
+    from defectcam.report.figures import save_figure, threshold_curves  # matplotlib: 0.8 s of start-up, only to draw
+
     save_figure(threshold_curves(plain, f"problem {data.problem}: validation scores against threshold (no gate, no post-process)"),
                 out / "figures" / "threshold_curves.png")
     strip_entry = chosen_entry(table, tables["localization_images.csv"], protocol.select_on, test_ids)

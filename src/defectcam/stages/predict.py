@@ -42,7 +42,6 @@ from defectcam.localization.products import gated_product, product_cam
 from defectcam.localization.selection import GATES
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
-from defectcam.report.figures import overlay_rgb
 from defectcam.stages.answer_strip import predicted_masks
 from defectcam.stages.cams import target_class
 from defectcam.stages.common import inference_device
@@ -350,6 +349,8 @@ def predict_images(cfg: DictConfig, predictor: Predictor, problem: int, paths: l
 def write_outputs(work: Path, name: str, source: Path, image: np.ndarray, heat: np.ndarray, mask: np.ndarray, margin: float,
                   defect: bool, entry: Entry, problem: int, decision: float) -> dict[str, Any]:
     """The mask and overlay PNGs of one image under `work`, and its row."""
+    from defectcam.report.figures import overlay_rgb  # matplotlib's colour map: not at start-up, where errors are
+
     mask_rel, overlay_rel = Path("masks") / f"{name}_mask.png", Path("overlays") / f"{name}_overlay.png"
     for rel, array in ((mask_rel, (mask * 255).astype(np.uint8)), (overlay_rel, overlay_rgb(image, heat, mask))):
         (work / rel).parent.mkdir(parents=True, exist_ok=True)

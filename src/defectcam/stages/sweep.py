@@ -11,7 +11,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from defectcam.io import atomic_path
-from defectcam.report.figures import save_figure, threshold_curves
 
 log = logging.getLogger(__name__)
 JOB_FILE = "localization_job.csv"
@@ -21,6 +20,8 @@ def gather_sweep(sweep_dir: Path, output_dir: Path) -> pd.DataFrame | None:
     """Concatenate every job's rows (one per problem x method x layer x gate x post-process x threshold, val_* and
     test_* scores);
     write sweep.csv and sweep.png (validation mIoU) in the sweep folder and in output_dir/sweep/."""
+    from defectcam.report.figures import save_figure, threshold_curves  # matplotlib: 0.8 s of start-up, only to draw
+
     parts = sorted(sweep_dir.glob(f"*/{JOB_FILE}"))
     if not parts:
         return None
