@@ -3,7 +3,6 @@ and the entries localize scores and draws."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +32,7 @@ from defectcam.stages.localize import (
     recorded_decoder_threshold,
     run_localize,
 )
-from defectcam.stages.predict_check import compare_with_localize
+from defectcam.stages.predict_check import compare_with_localize, localize_maps
 from defectcam.stages.settings import validate
 from test_fullres_stage import corrupt_masks
 from test_predict import data_root
@@ -215,25 +214,22 @@ def test_predict_applies_a_product_entry_as_localize_builds_it(pipeline, tmp_pat
     # float16 codes, at most 2**-11 apart below 1: a gap over two steps keeps predict's float32 values on their side
     gate = middle_of_widest_gap(maxima.tolist(), min_width=1e-3)
     table.loc[at, "decoder_threshold"] = gate
+    table.to_csv(table_path, index=False)
+    assert recorded_decoder_threshold(table, "fullres_x_gradcam", "layer2") == gate
     # An emptied map is all zeros, so it stays empty only above a threshold of 0, which validation may choose for a
     # tiny decoder: the entry's threshold becomes half the smallest peak of the maps the gate keeps.
     cfg = compose_cfg(*overrides, products, "localize.postprocess=[none]")
-    folder, cache = out / "problem_1", load_cam_cache(out / "problem_1")["test"]
-    meta = json.loads((folder / "localization_meta.json").read_text())
-    probabilities = probability_maps(folder, meta, "test", cache["rows"], torch.device("cpu"))
-    size = prepare_data(cfg, show_progress=False)[1].native_size
-    (_, _, maps), = entries_for(cfg, cache["maps"], size, probabilities, gate, only=("fullres_x_gradcam", "layer2"))
-    peaks = maps.flatten(1).amax(dim=1)
+    data = prepare_data(cfg, show_progress=False)[1]
+    peaks = localize_maps(cfg, data, out / "problem_1", "test", "fullres_x_gradcam", "layer2").flatten(1).amax(dim=1)
     assert (peaks == 0).any() and (peaks > 0).any()
     entry = at & (table["layer"] == "layer2") & (table["selection"] == "val-best") & (table["gate"] == "none")
     table.loc[entry, "threshold"] = float(peaks[peaks > 0].min()) / 2
     table.to_csv(table_path, index=False)
-    assert recorded_decoder_threshold(table, "fullres_x_gradcam", "layer2") == gate
     inputs = data_root(pipeline) / "Class1" / "Test"
     result = run_cli("predict", *overrides, products, "localize.postprocess=[none]", "predict.entry=fullres_x_gradcam/layer2",
                      "predict.gate=none", f"predict.input={inputs}", f"predict.output={tmp_path / 'predicted'}")
     assert result.returncode == 0, result.stderr[-2000:]
-    check = compare_with_localize(cfg, prepare_data(cfg, show_progress=False)[1], out / "problem_1", tmp_path / "predicted")
+    check = compare_with_localize(cfg, data, out / "problem_1", tmp_path / "predicted")
     assert check["entry"].startswith("fullres_x_gradcam/layer2")
     assert check["n"] > 0 and check["images"]["shape_ok"].all() and check["same_decisions"] == check["n"]
     # The cache stores CAMs as float16 codes: a pixel at the threshold may flip, nothing more.

@@ -23,6 +23,21 @@ from defectcam.stages.cams import load_cam_cache
 from defectcam.stages.localize import entries_for, probability_maps, recorded_decoder_threshold
 
 
+def localize_maps(cfg: DictConfig, data: ProblemData, folder: Path, part: str, method: str, layer: str,
+                  cache: dict[str, Any] | None = None) -> torch.Tensor:
+    """One entry's scoring maps of a part as localize builds them from the caches (`cache`: the part's CAM cache,
+    when the caller has read it), a product gated at the decoder threshold its localization.csv rows record."""
+    meta = json.loads((folder / "localization_meta.json").read_text())
+    cache = load_cam_cache(folder)[part] if cache is None else cache
+    probabilities = probability_maps(folder, meta, part, cache["rows"], torch.device("cpu"))
+    decoder_threshold = recorded_decoder_threshold(pd.read_csv(folder / "localization.csv"), method, layer)
+    scored = entries_for(cfg, cache["maps"], data.native_size, probabilities, decoder_threshold)
+    maps = next((m for scored_method, scored_layer, m in scored if (scored_method, scored_layer) == (method, layer)), None)
+    if maps is None:
+        raise ValueError(f"{method}/{layer}: not among the entries localize scores with this config")
+    return maps
+
+
 def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, predicted: Path, part: str = "test") -> dict[str, Any]:
     """Per image of `part` that predict wrote a row for: the IoU of predict's mask with localize's (1 when both are
     empty), and whether the decisions and logit margins agree. Returns the per-image frame and its summary."""
@@ -30,12 +45,7 @@ def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, pred
     entry = rows.iloc[0]
     meta = json.loads((folder / "localization_meta.json").read_text())
     cache = load_cam_cache(folder)[part]
-    probabilities = probability_maps(folder, meta, part, cache["rows"], torch.device("cpu"))
-    decoder_threshold = recorded_decoder_threshold(pd.read_csv(folder / "localization.csv"), entry["method"], entry["layer"])
-    scored = entries_for(cfg, cache["maps"], data.native_size, probabilities, decoder_threshold)
-    maps = next((m for method, layer, m in scored if (method, layer) == (entry["method"], entry["layer"])), None)
-    if maps is None:
-        raise ValueError(f"{entry['method']}/{entry['layer']}: not among the entries localize scores with this config")
+    maps = localize_maps(cfg, data, folder, part, str(entry["method"]), str(entry["layer"]), cache)
     expected = predicted_masks(maps, float(entry["threshold"]), str(entry["postprocess"])).numpy()
     decision = float(meta["decision_threshold"])
     keep = (cache["logit_margin"] > decision).numpy()
