@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cli_runner import forkable, run_forked  # noqa: E402
 from dagm_tree import make_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,13 +76,28 @@ def compose_cfg() -> Callable[..., DictConfig]:
     return _compose
 
 
-def run_cli(stage: str, *args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """Run a defectcam-<stage> console script; stdout and stderr captured as text."""
+def run_cli(stage: str, *args: str, env: dict[str, str] | None = None, timeout: int = 600,
+            fresh: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a defectcam-<stage> console script in a process of its own; stdout and stderr captured as text.
+
+    The process is forked from a server that has already imported the heavy libraries (cli_runner), unless `fresh`
+    or the environment changes a variable that is read at import: then the console script itself is started."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DEFECTCAM_TRACEBACK")}
     full_env.update(env or {})
+    if not fresh and forkable(full_env):
+        return run_forked(BIN / f"defectcam-{stage}", list(args), full_env, REPO, timeout)
     return subprocess.run(
         [str(BIN / f"defectcam-{stage}"), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
     )
+
+
+def run_script(script: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run a Python script of the repository (a benchmark, a check) as `python script *args` would, in a process
+    forked from the server that run_cli uses (or afresh, as run_cli decides); stdout and stderr captured as text."""
+    env = dict(os.environ)
+    if forkable(env):
+        return run_forked(script, list(args), env, Path.cwd(), timeout)
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +144,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """One tiny end-to-end reproduce run (2 problems), shared by the tests that read its outputs (built once)."""
 
     def build(base: Path) -> None:
-        result = run_cli("reproduce", *tiny_overrides(base / "synthetic", base / "out"))
+        # Started afresh: one run of every stage but predict and export on its own imports, which forked runs share.
+        result = run_cli("reproduce", *tiny_overrides(base / "synthetic", base / "out"), fresh=True)
         assert result.returncode == 0, result.stderr[-3000:]
 
     base = built_once(tmp_path_factory, "pipeline", build)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import private_copy, run_cli
+from conftest import private_copy, run_cli, run_script
 from defectcam.errors import ConfigError, StaleInputError
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.fullres.network import FullResolutionNet
@@ -307,18 +307,14 @@ def test_the_image_branch_is_a_skip_at_the_input_scale(blocks: int) -> None:
 
 
 def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     out, overrides = private_copy(pipeline, tmp_path)
     run_rows = (out / "problem_1" / "localization.csv").read_bytes()
     # A training time no training here takes: a variant showing it was given the run's decoders, not retrained.
     selection_path = out / "problem_1" / "fullres" / "selection.csv"
     pd.read_csv(selection_path).assign(train_time_s=12345.0).to_csv(selection_path, index=False)
     script = Path(__file__).resolve().parents[1] / "scripts" / "fullres_ablation.py"
-    result = subprocess.run([sys.executable, str(script), *overrides, "--variant", "flips=fullres.tta=flips",
-                             "--variant", "no negatives=fullres.negatives=false",
-                             "--variant", "reference=fullres.supervision=[masks]"], capture_output=True, text=True, timeout=600)
+    result = run_script(script, *overrides, "--variant", "flips=fullres.tta=flips", "--variant", "no negatives=fullres.negatives=false",
+                        "--variant", "reference=fullres.supervision=[masks]", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "ablation" / "ablation.csv")
     test = table[table["split"] == "test"]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO, private_copy, run_cli
+from conftest import REPO, private_copy, run_cli, run_script
 
 CLASSIFICATION = ["problem", "accuracy", "auc_roc", "precision", "recall", "f1", "tn", "fp", "fn", "tp",
                   "best_val_accuracy", "train_time_s", "latency_ms_mean", "latency_ms_std"]
@@ -122,8 +120,7 @@ def test_classifier_gate_follows_the_classifier_decisions(pipeline) -> None:
 
 def test_check_quick_reads_the_tables_of_a_run(pipeline) -> None:
     # The tiny run (1 epoch, 32 px) need not pass the criteria; the script must judge it, one line per problem.
-    check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_quick.py"), str(pipeline["out"])],
-                           capture_output=True, text=True, timeout=120)
+    check = run_script(REPO / "scripts" / "check_quick.py", str(pipeline["out"]), timeout=120)
     assert check.returncode in (0, 1), check.stderr[-2000:]
     lines = check.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["problem 1", "problem 2"]
@@ -131,8 +128,7 @@ def test_check_quick_reads_the_tables_of_a_run(pipeline) -> None:
 
 
 def test_check_thresholds_finds_the_brute_force_optimum(pipeline) -> None:
-    check = subprocess.run([sys.executable, str(REPO / "scripts" / "check_thresholds.py"), str(pipeline["out"]), "--layers", "layer1"],
-                           capture_output=True, text=True, timeout=120)
+    check = run_script(REPO / "scripts" / "check_thresholds.py", str(pipeline["out"]), "--layers", "layer1", timeout=120)
     assert check.returncode == 0, check.stderr[-2000:]
     gap = float(re.search(r"gap (\S+)", check.stdout).group(1))
     assert abs(gap) < 1e-9  # exact choice == best over every distinct validation value

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import run_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "readme_results.py"
 README = ROOT / "README.md"
@@ -17,7 +19,7 @@ GRID = ROOT / "scripts" / "readme" / "quick_layercam_problem1.png"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    return run_script(SCRIPT, *args, timeout=300)
 
 
 def snapshot() -> tuple[bytes, bytes | None]:

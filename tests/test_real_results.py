@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
+
+from conftest import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "real_results.py"
@@ -48,7 +48,6 @@ def test_untimed_seeds_show_no_training_time(tmp_path: Path) -> None:
 
 def test_untimed_seed_without_a_run_is_one_line_and_exit_2(tmp_path: Path) -> None:
     fake_seed_run(tmp_path, 0, 10.0)
-    result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "--untimed", "0,5"],
-                            capture_output=True, text=True, timeout=120)
+    result = run_script(SCRIPT, str(tmp_path), "--untimed", "0,5", timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"real_results: error: --untimed names seed(s) [5] that {tmp_path} has no finished run of"
