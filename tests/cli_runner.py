@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -19,18 +18,24 @@ from pathlib import Path
 from typing import Any
 
 SERVER = Path(__file__).with_name("cli_server.py")
-# Read when a library is imported (so the server has them already): a run that changes one needs its own interpreter.
-IMPORT_TIME_ENV = ("PYTHON", "DEFECTCAM_CONF_DIR", "OMP_", "MKL_", "KMP_", "GOMP_", "CUDA_", "TORCH_", "PYTORCH_",
-                   "TMPDIR", "TEMP", "TMP", "MPLBACKEND", "MPLCONFIGDIR", "LANG", "LC_", "TZ")
+# Read when the interpreter starts or a preloaded library is imported (thread pools, allocators, locale, temp
+# folder): a run that changes one needs an interpreter of its own. Prefixes; a few match more than they need.
+IMPORT_TIME_ENV = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "GOTO_", "CUDA_", "TORCH_", "PYTORCH_",
+                   "LD_", "MALLOC_", "GLIBC_TUNABLES", "TMPDIR", "TEMP", "TMP", "MPLBACKEND", "MPLCONFIGDIR", "LANG",
+                   "LC_", "TZ")
+# The servers' environment: the test process's as it was when the suite began (conftest has set its own variables),
+# not as the test that happens to start a server has changed it.
+BASE_ENV = dict(os.environ)
 
 
 class Server:
-    """The client's end of one server process, started with the environment it was given."""
+    """The client's end of one server process."""
 
     def __init__(self) -> None:
-        self.env = dict(os.environ)
         self.process = subprocess.Popen([sys.executable, str(SERVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, bufsize=1, env=self.env)
+                                        text=True, bufsize=1, env=BASE_ENV)
+        # What its imports set (Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK): its runs have it, as fresh ones would.
+        self.preload_env: dict[str, str] = self.answer()["preload_env"]
 
     def ask(self, request: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -45,8 +50,13 @@ class Server:
         return json.loads(line)
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        """End the server and the run it is waiting for (SIGTERM: it kills the run's process group first)."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 _server: Server | None = None
@@ -61,10 +71,11 @@ def server() -> Server:
 
 
 def forkable(env: dict[str, str]) -> bool:
-    """Whether a run with environment `env` can share the server's imports: no import-time variable differs."""
-    started = server().env
-    return not any(started.get(name) != env.get(name)
-                   for name in set(started) | set(env) if name.startswith(IMPORT_TIME_ENV))
+    """Whether a run with environment `env` can share the server's imports: no import-time variable differs from
+    the suite's start, except as the server's imports set it (the test process may or may not have imported them)."""
+    preload_env = server().preload_env
+    return not any(BASE_ENV.get(name) != env.get(name) and env.get(name, preload_env.get(name)) != preload_env.get(name)
+                   for name in set(BASE_ENV) | set(env) if name.startswith(IMPORT_TIME_ENV))
 
 
 def run_forked(script: Path, args: list[str], env: dict[str, str], cwd: Path, timeout: float | None) -> subprocess.CompletedProcess[str]:
@@ -77,17 +88,11 @@ def run_forked(script: Path, args: list[str], env: dict[str, str], cwd: Path, ti
         out_path, err_path = Path(folder) / "stdout", Path(folder) / "stderr"
         warm.ask({"argv": command, "env": env, "cwd": str(cwd), "stdout": str(out_path), "stderr": str(err_path),
                   "timeout": timeout})
-        pid = None
         try:
-            pid = last_pid = warm.answer()["pid"]
+            last_pid = warm.answer()["pid"]
             done = warm.answer()
-        except BaseException:  # interrupted (Ctrl-C, pytest-timeout): as subprocess.run does, kill the run, then the server
-            if pid is not None:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            warm.stop()
+        except BaseException:  # interrupted (Ctrl-C, pytest-timeout): as subprocess.run does, the run is killed
+            warm.stop()  # with the server, which kills the run it waits for (also one whose pid had not come yet)
             _server = None
             raise
         if done["timed_out"]:

@@ -2,7 +2,8 @@
 
 Started as a script by the client, one per test process. It reads one JSON request per line on stdin
 ({"argv", "env", "cwd", "stdout", "stderr", "timeout"}), forks, answers {"pid"} at once and {"returncode",
-"timed_out"} when the child has ended or was killed at its timeout. It ends when its stdin closes.
+"timed_out"} when the child has ended or was killed at its timeout. Its first answer, once it has imported,
+is {"preload_env"}: the variables the imports set. It ends when its stdin closes.
 
 It imports only third-party libraries (PRELOAD), never defectcam: every run imports the project's own modules
 itself, as a fresh process would. It runs no tensor code, so the children inherit no OpenMP thread pool for a
@@ -16,7 +17,6 @@ import importlib
 import io
 import json
 import os
-import random
 import runpy
 import select
 import signal
@@ -25,13 +25,19 @@ import threading
 import traceback
 from typing import Any
 
-# What a stage's start-up spends its seconds on (torch alone 2-3 s on the project's 2-core CPU).
-PRELOAD = ("torch", "torchvision", "pytorch_lightning", "hydra", "pandas")
+# What a stage's start-up spends its seconds on (torch alone 2-3 s on the project's 2-core CPU), and the libraries
+# that set environment variables when imported (cv2: LD_LIBRARY_PATH; scikit-learn: KMP_*), which the test process
+# imports too: their variables must not read as a test's own change (cli_runner.forkable).
+PRELOAD = ("torch", "torchvision", "pytorch_lightning", "hydra", "pandas", "cv2", "sklearn")
+_running: int | None = None  # the child being waited for, killed with the server (SIGTERM)
 
 
-def run_child(request: dict[str, Any]) -> int:
-    """One forked run: what `python <script> <args>` would do in its own process, returning its exit code."""
-    os.setpgid(0, 0)  # a group of its own, so that a timeout kills what it started too
+def run_child(request: dict[str, Any], preload_env: dict[str, str]) -> tuple[int, bool]:
+    """One forked run: what `python <script> <args>` would do in its own process. Returns its exit code, and
+    whether it ended by an uncaught KeyboardInterrupt (which the interpreter turns into SIGINT)."""
+    os.setpgid(0, 0)  # a group of its own (the server sets it too), so that a timeout kills what it started
+    # The interpreter's own choices for this locale, as the server got them: stdout's error handler depends on it.
+    encoding, out_errors = sys.__stdout__.encoding, sys.__stdout__.errors
     for fd, key in ((1, "stdout"), (2, "stderr")):
         file = os.open(request[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(file, fd)
@@ -39,44 +45,61 @@ def run_child(request: dict[str, Any]) -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    # The interpreter's own choices for a process whose output is a file: surrogates survive, stderr never fails.
     sys.stdin = open(0, closefd=False)
-    sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), encoding="utf-8", errors="surrogateescape")
-    sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace",
+    sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), encoding=encoding, errors=out_errors)
+    sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), encoding=encoding, errors="backslashreplace",
                                   line_buffering=True)
     os.environ.clear()
     os.environ.update(request["env"])
+    os.environ.update(preload_env)  # what the preloaded libraries set at import (a fresh run's imports set it too)
     os.chdir(request["cwd"])
-    random.seed()  # a fresh process draws its own seeds, not the server's
-    if "numpy" in sys.modules:
+    if "numpy" in sys.modules:  # a fresh process draws its own seed (Python's random reseeds itself at a fork)
         sys.modules["numpy"].random.seed()
     # The script's path as argv[0], as a shell gives it (Lightning's DDP starts its other ranks from it); the console
     # scripts are run through their own wrappers, which call sys.exit(main()).
     sys.argv = list(request["argv"])
     sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
-    code = 0
+    code, interrupted = 0, False
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
-            code = exc.code or 0
+            code = exc.code or 0  # exit() keeps its low 8 bits, in both: sys.exit(-1) is 255
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except KeyboardInterrupt:
-        traceback.print_exc()
-        code = -signal.SIGINT
     except BaseException:  # noqa: BLE001 - an uncaught exception ends the process as the interpreter would
-        traceback.print_exc()
-        code = 1
+        sys.excepthook(*sys.exc_info())
+        code, interrupted = 1, isinstance(sys.exc_info()[1], KeyboardInterrupt)
     threading._shutdown()  # type: ignore[attr-defined]  # the interpreter waits for non-daemon threads, then atexit
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         stream.flush()
-    if code < 0:  # as the interpreter ends on an uncaught KeyboardInterrupt: by the signal itself
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    return code
+    return code, interrupted
+
+
+def forked(request: dict[str, Any], preload_env: dict[str, str]) -> None:
+    """The child's whole life after the fork: never returns into the server's loop."""
+    code = 1
+    try:
+        code, interrupted = run_child(request, preload_env)
+        if interrupted:  # as the interpreter ends on an uncaught KeyboardInterrupt: by the signal itself
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # noqa: BLE001 - a failure before the script ran (a bad folder): said, not silent
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait_for(pid: int, timeout: float | None) -> tuple[int, bool]:
@@ -87,34 +110,48 @@ def wait_for(pid: int, timeout: float | None) -> tuple[int, bool]:
     finally:
         os.close(handle)
     if timed_out:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(pid)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), timed_out
 
 
+def stop(signum: int, frame: object) -> None:
+    """SIGTERM from the client (its test was interrupted): the running child and its group go with the server."""
+    if _running is not None:
+        kill_group(_running)
+    os._exit(1)
+
+
 def serve() -> None:
+    global _running
     # Answers go out on a copy of stdout; fd 1 itself becomes stderr, so nothing printed while importing can
     # break the protocol.
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    started = dict(os.environ)
     for module in PRELOAD:
         importlib.import_module(module)
+    sys.stdout.flush()
+    preload_env = {name: value for name, value in os.environ.items() if started.get(name) != value}
+    answers.write(json.dumps({"preload_env": preload_env}) + "\n")  # ready: and what the imports set
+    answers.flush()
+    signal.signal(signal.SIGTERM, stop)
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
-                answers.close()
-                code = run_child(request)
-            finally:
-                os._exit(code & 0xFF)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            answers.close()
+            forked(request, preload_env)
+        _running = pid
+        try:
+            os.setpgid(pid, pid)  # also here, so that no kill can come before the child's own setpgid
+        except (PermissionError, ProcessLookupError):
+            pass  # the child has already set it, or has already ended
         answers.write(json.dumps({"pid": pid}) + "\n")
         answers.flush()
         returncode, timed_out = wait_for(pid, request["timeout"])
+        _running = None
         answers.write(json.dumps({"returncode": returncode, "timed_out": timed_out}) + "\n")
         answers.flush()
 

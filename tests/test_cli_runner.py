@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,17 +15,21 @@ from conftest import run_cli, run_script
 
 # Ends in each way a process can end; prints what it was given and writes from a late thread and at exit.
 PROBE = """\
-import atexit, os, sys, threading, time
+import atexit, os, subprocess, sys, threading, time
 from pathlib import Path
 
 mode, folder = sys.argv[1], Path(sys.argv[2])
 print("mode", mode, "argv[0]", sys.argv[0], "cwd", os.getcwd(), "first on sys.path", sys.path[0] == str(Path(__file__).parent))
 print("torch imported before the script:", "torch" in sys.modules)
 print("probe variable", os.environ.get("DEFECTCAM_PROBE"))
+import numpy
+print("draw", numpy.random.random())  # the global generator, seeded at import: a fork would copy the server's
 sys.stderr.write("not UTF-8: \\udcff\\n")
 atexit.register(lambda: print("atexit ran"))
 threading.Thread(target=lambda: (time.sleep(0.3), (folder / f"{mode}.thread").write_text("done"))).start()
 if mode == "sleep":
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(20)"])
+    (folder / "grandchild").write_text(str(grandchild.pid))
     time.sleep(20)
     (folder / "woke").write_text("not killed at its timeout")
 if mode == "raise":
@@ -33,6 +38,10 @@ if mode == "exit-text":
     sys.exit("stopped with a message")
 if mode == "exit-3":
     sys.exit(3)
+if mode == "exit-minus-1":
+    sys.exit(-1)
+if mode == "interrupt":
+    raise KeyboardInterrupt
 """
 
 
@@ -43,15 +52,26 @@ def probe(tmp_path: Path) -> Path:
     return script
 
 
-def without_preload_line(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if not line.startswith("torch imported before the script")]
+def comparable(stdout: str) -> list[str]:
+    """The probe's output but the lines that must differ between a forked and a fresh run."""
+    return [line for line in stdout.splitlines() if not line.startswith(("torch imported before the script", "draw"))]
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, killed and not yet reaped by its new parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def forked_run(run: subprocess.CompletedProcess[str], before: int | None) -> bool:
     return cli_runner.last_pid is not None and cli_runner.last_pid != before and "imported before the script: True" in run.stdout
 
 
-@pytest.mark.parametrize("mode", ["exit-0", "exit-3", "exit-text", "raise"])
+@pytest.mark.parametrize("mode", ["exit-0", "exit-3", "exit-minus-1", "exit-text", "raise", "interrupt"])
 def test_a_forked_script_ends_as_a_fresh_one(probe: Path, tmp_path: Path, mode: str) -> None:
     (tmp_path / "forked").mkdir()
     (tmp_path / "fresh").mkdir()
@@ -60,9 +80,10 @@ def test_a_forked_script_ends_as_a_fresh_one(probe: Path, tmp_path: Path, mode: 
     assert forked_run(forked, before)
     fresh = subprocess.run([sys.executable, str(probe), mode, str(tmp_path / "fresh")], capture_output=True, text=True,
                            timeout=120)
-    assert forked.returncode == fresh.returncode == {"exit-0": 0, "exit-3": 3, "exit-text": 1, "raise": 1}[mode]
+    expected = {"exit-0": 0, "exit-3": 3, "exit-minus-1": 255, "exit-text": 1, "raise": 1, "interrupt": -2}[mode]
+    assert forked.returncode == fresh.returncode == expected
     assert "torch imported before the script: False" in fresh.stdout
-    assert without_preload_line(forked.stdout) == without_preload_line(fresh.stdout)
+    assert comparable(forked.stdout) == comparable(fresh.stdout)
     assert "atexit ran" in forked.stdout
     # the same last line (the message, or the exception), the same surrogate escaped; tracebacks differ in runpy's frames
     assert forked.stderr.splitlines()[-1] == fresh.stderr.splitlines()[-1]
@@ -80,6 +101,12 @@ def test_a_forked_stage_reports_what_a_fresh_stage_reports(args: tuple[str, ...]
     fresh = run_cli("localize", *args, fresh=True)
     assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
     assert forked.stdout or forked.stderr
+
+
+def test_forked_runs_draw_their_own_random_numbers(probe: Path, tmp_path: Path) -> None:
+    draws = [[line for line in run_script(probe, "exit-0", str(tmp_path)).stdout.splitlines() if line.startswith("draw")]
+             for _ in range(2)]
+    assert len(draws[0]) == 1 and draws[0] != draws[1]
 
 
 def test_a_forked_run_sees_its_own_environment(probe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,8 +132,30 @@ def test_a_run_that_changes_an_import_time_variable_starts_afresh(probe: Path, t
 def test_a_run_past_its_timeout_is_killed_and_the_next_run_still_works(probe: Path, tmp_path: Path) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run_script(probe, "sleep", str(tmp_path), timeout=1)
-    with pytest.raises(ProcessLookupError):
-        os.kill(cli_runner.last_pid, 0)  # killed and reaped, not left running
-    assert not (tmp_path / "woke").exists()  # killed, not waited for
+    assert not alive(cli_runner.last_pid) and not (tmp_path / "woke").exists()  # killed, not waited for
+    grandchild = int((tmp_path / "grandchild").read_text())
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:  # SIGKILL lands at once; its reaping need not
+        time.sleep(0.05)
+    assert not alive(grandchild)  # what the run started went with it: its whole process group was killed
     after = run_cli("localize", "localize.methods=[bogus]")
     assert after.returncode == 2 and "bogus" in after.stderr
+
+
+def test_what_the_libraries_set_themselves_keeps_runs_forked(probe: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lightning, cv2 and scikit-learn set import-time variables when imported, in the test process as in the server:
+    # read as a test's own change, they once sent every later run of a test process to a fresh interpreter, silently.
+    # Here the test process imports whatever any stage imports, and its runs must still be forked.
+    import importlib
+
+    for module in ("defectcam.stages." + stage for stage in ("data", "train", "evaluate", "cams", "fullres", "localize",
+                                                               "report", "reproduce", "predict", "export")):
+        importlib.import_module(module)
+    for module in ("albumentations", "cv2", "sklearn.metrics", "matplotlib.pyplot", "onnxruntime",
+                   "segmentation_models_pytorch", "torch.utils.tensorboard", "onnx"):
+        importlib.import_module(module)
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and "KMP_INIT_AT_FORK" in os.environ
+    assert "torch imported before the script: True" in run_script(probe, "exit-0", str(tmp_path)).stdout
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "0")  # set otherwise than the import sets it: a fresh run
+    assert "torch imported before the script: False" in run_script(probe, "exit-0", str(tmp_path)).stdout
