@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,8 +75,8 @@ def forkable(env: dict[str, str]) -> bool:
     """Whether a run with environment `env` can share the server's imports: no import-time variable differs from
     the suite's start, except as the server's imports set it (the test process may or may not have imported them)."""
     preload_env = server().preload_env
-    return not any(BASE_ENV.get(name) != env.get(name) and env.get(name, preload_env.get(name)) != preload_env.get(name)
-                   for name in set(BASE_ENV) | set(env) if name.startswith(IMPORT_TIME_ENV))
+    return all(env.get(name) in (BASE_ENV.get(name), preload_env.get(name, BASE_ENV.get(name)))
+               for name in set(BASE_ENV) | set(env) if name.startswith(IMPORT_TIME_ENV))
 
 
 def run_forked(script: Path, args: list[str], env: dict[str, str], cwd: Path, timeout: float | None) -> subprocess.CompletedProcess[str]:
@@ -86,14 +87,20 @@ def run_forked(script: Path, args: list[str], env: dict[str, str], cwd: Path, ti
     warm = server()
     with tempfile.TemporaryDirectory(prefix="cli_") as folder:
         out_path, err_path = Path(folder) / "stdout", Path(folder) / "stderr"
-        warm.ask({"argv": command, "env": env, "cwd": str(cwd), "stdout": str(out_path), "stderr": str(err_path),
-                  "timeout": timeout})
+        pid = None
         try:
-            last_pid = warm.answer()["pid"]
+            warm.ask({"argv": command, "env": env, "cwd": str(cwd), "stdout": str(out_path), "stderr": str(err_path),
+                      "timeout": timeout})
+            pid = last_pid = warm.answer()["pid"]
             done = warm.answer()
         except BaseException:  # interrupted (Ctrl-C, pytest-timeout): as subprocess.run does, the run is killed
             warm.stop()  # with the server, which kills the run it waits for (also one whose pid had not come yet)
             _server = None
+            if pid is not None:  # and if the server had ended first (Ctrl-C reaches it too), by the client
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             raise
         if done["timed_out"]:
             raise subprocess.TimeoutExpired(command, timeout)

@@ -116,7 +116,8 @@ def wait_for(pid: int, timeout: float | None) -> tuple[int, bool]:
 
 
 def stop(signum: int, frame: object) -> None:
-    """SIGTERM from the client (its test was interrupted): the running child and its group go with the server."""
+    """SIGTERM from the client (its test was interrupted), or the terminal's Ctrl-C (the server shares pytest's
+    process group, its child does not): the running child and its group go with the server."""
     if _running is not None:
         kill_group(_running)
     os._exit(1)
@@ -135,15 +136,21 @@ def serve() -> None:
     preload_env = {name: value for name, value in os.environ.items() if started.get(name) != value}
     answers.write(json.dumps({"preload_env": preload_env}) + "\n")  # ready: and what the imports set
     answers.flush()
-    signal.signal(signal.SIGTERM, stop)
+    stopping = {signal.SIGTERM, signal.SIGINT}
+    for signum in stopping:
+        signal.signal(signum, stop)
     for line in sys.stdin:
         request = json.loads(line)
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)  # no stop between the fork and knowing whom to kill
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
             answers.close()
             forked(request, preload_env)
         _running = pid
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
         try:
             os.setpgid(pid, pid)  # also here, so that no kill can come before the child's own setpgid
         except (PermissionError, ProcessLookupError):

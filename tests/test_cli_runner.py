@@ -104,8 +104,9 @@ def test_a_forked_stage_reports_what_a_fresh_stage_reports(args: tuple[str, ...]
 
 
 def test_forked_runs_draw_their_own_random_numbers(probe: Path, tmp_path: Path) -> None:
-    draws = [[line for line in run_script(probe, "exit-0", str(tmp_path)).stdout.splitlines() if line.startswith("draw")]
-             for _ in range(2)]
+    runs = [run_script(probe, "exit-0", str(tmp_path)).stdout for _ in range(2)]
+    assert all("torch imported before the script: True" in run for run in runs)  # both forked
+    draws = [[line for line in run.splitlines() if line.startswith("draw")] for run in runs]
     assert len(draws[0]) == 1 and draws[0] != draws[1]
 
 
@@ -120,10 +121,13 @@ def test_a_forked_run_sees_its_own_environment(probe: Path, tmp_path: Path, monk
     assert stage.returncode == 0 and "given to the stage" in stage.stdout, stage.stderr
 
 
-@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", "PYTHONHASHSEED", "TMPDIR"])
+@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", "PYTHONHASHSEED", "TMPDIR", "OMP_NUM_THREADS unset"])
 def test_a_run_that_changes_an_import_time_variable_starts_afresh(probe: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
-    monkeypatch.setenv(variable, str(tmp_path) if variable == "TMPDIR" else "2")
+    if variable.endswith(" unset"):  # conftest sets it for the whole suite: taking it away is a change too
+        monkeypatch.delenv(variable.split()[0])
+    else:
+        monkeypatch.setenv(variable, str(tmp_path) if variable == "TMPDIR" else "2")
     run = run_script(probe, "exit-0", str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert "torch imported before the script: False" in run.stdout  # its own interpreter, not the server's imports
@@ -133,6 +137,7 @@ def test_a_run_past_its_timeout_is_killed_and_the_next_run_still_works(probe: Pa
     with pytest.raises(subprocess.TimeoutExpired):
         run_script(probe, "sleep", str(tmp_path), timeout=1)
     assert not alive(cli_runner.last_pid) and not (tmp_path / "woke").exists()  # killed, not waited for
+    assert (tmp_path / "grandchild").is_file(), "the run was stopped before it started its grandchild"
     grandchild = int((tmp_path / "grandchild").read_text())
     deadline = time.monotonic() + 10
     while alive(grandchild) and time.monotonic() < deadline:  # SIGKILL lands at once; its reaping need not
