@@ -7,8 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 # One OpenMP thread per test process (and the CLI processes they start): the suite runs on two xdist
 # workers, and two workers each spinning two OpenMP threads on two cores ran tensor code up to 10x slower.
@@ -35,6 +37,26 @@ LONGEST_FIRST = ("test_fullres_end_to_end.py", "test_stale_inputs.py", "test_tra
                  "test_pipeline.py", "test_predict.py", "test_export_gradients.py", "test_train_settings.py",
                  "test_training_recipe.py", "test_fullres_products.py", "test_data_cli.py", "test_names.py",
                  "test_bad_settings.py", "test_concurrency.py")
+
+
+# How run_cli and run_script ran their scripts in this test process. A fallback to fresh interpreters is correct
+# but slow, and once happened silently for most of the suite: the summary says how many runs each way took.
+RUN_COUNTS: Counter[str] = Counter()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: its counts travel to the controller
+        session.config.workeroutput["script_runs"] = dict(RUN_COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    RUN_COUNTS.update(getattr(node, "workeroutput", {}).get("script_runs", {}))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if RUN_COUNTS:
+        terminalreporter.write_line("script runs: " + ", ".join(f"{n} {how}" for how, n in sorted(RUN_COUNTS.items())))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -85,7 +107,9 @@ def run_cli(stage: str, *args: str, env: dict[str, str] | None = None, timeout: 
     full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DEFECTCAM_TRACEBACK")}
     full_env.update(env or {})
     if not fresh and forkable(full_env):
+        RUN_COUNTS["forked"] += 1
         return run_forked(BIN / f"defectcam-{stage}", list(args), full_env, REPO, timeout)
+    RUN_COUNTS["started afresh by choice" if fresh else "started afresh for their environment"] += 1
     return subprocess.run(
         [str(BIN / f"defectcam-{stage}"), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
     )
@@ -96,7 +120,9 @@ def run_script(script: Path, *args: str, timeout: int = 600) -> subprocess.Compl
     forked from the server that run_cli uses (or afresh, as run_cli decides); stdout and stderr captured as text."""
     env = dict(os.environ)
     if forkable(env):
+        RUN_COUNTS["forked"] += 1
         return run_forked(script, list(args), env, Path.cwd(), timeout)
+    RUN_COUNTS["started afresh for their environment"] += 1
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
 
 
