@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ SERVER = Path(__file__).with_name("cli_server.py")
 # Read when the interpreter starts or a preloaded library is imported (thread pools, allocators, locale, temp
 # folder): a run that changes one needs an interpreter of its own. Prefixes; a few match more than they need.
 IMPORT_TIME_ENV = ("PYTHON", "OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "GOTO_", "CUDA_", "TORCH_", "PYTORCH_",
-                   "LD_", "MALLOC_", "GLIBC_TUNABLES", "TMPDIR", "TEMP", "TMP", "MPLBACKEND", "MPLCONFIGDIR", "LANG",
+                   "LD_", "MALLOC_", "GLIBC_TUNABLES", "TMP", "TEMP", "MPLBACKEND", "MPLCONFIGDIR", "LANG",
                    "LC_", "TZ")
 # The servers' environment: the test process's as it was when the suite began (conftest has set its own variables),
 # not as the test that happens to start a server has changed it.
@@ -105,6 +106,23 @@ def run_forked(script: Path, args: list[str], env: dict[str, str], cwd: Path, ti
         if done["timed_out"]:
             raise subprocess.TimeoutExpired(command, timeout)
         return subprocess.CompletedProcess(command, done["returncode"], read_text(out_path), read_text(err_path))
+
+
+# How `run` ran its scripts in this test process (the suite's summary adds up the workers'): a fallback to fresh
+# interpreters is correct but slow, and once happened silently for most of the suite.
+RUN_COUNTS: Counter[str] = Counter()
+
+
+def run(script: Path, args: list[str], env: dict[str, str], cwd: Path, timeout: float | None,
+        fresh: bool = False) -> subprocess.CompletedProcess[str]:
+    """`script` (a console script, or a Python file run by this interpreter) with `args`, environment `env`, in
+    folder `cwd`: forked from the server, or started afresh when `fresh` or when `env` is not forkable."""
+    if not fresh and forkable(env):
+        RUN_COUNTS["forked"] += 1
+        return run_forked(script, args, env, cwd, timeout)
+    RUN_COUNTS["started afresh by choice" if fresh else "started afresh for their environment"] += 1
+    command = [sys.executable, str(script)] if script.suffix == ".py" else [str(script)]
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
 
 def read_text(path: Path) -> str:

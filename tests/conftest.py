@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_runner import forkable, run_forked  # noqa: E402
+from cli_runner import RUN_COUNTS, run  # noqa: E402
 from dagm_tree import make_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,11 +36,6 @@ LONGEST_FIRST = ("test_fullres_end_to_end.py", "test_stale_inputs.py", "test_tra
                  "test_pipeline.py", "test_predict.py", "test_export_gradients.py", "test_train_settings.py",
                  "test_training_recipe.py", "test_fullres_products.py", "test_data_cli.py", "test_names.py",
                  "test_bad_settings.py", "test_concurrency.py")
-
-
-# How run_cli and run_script ran their scripts in this test process. A fallback to fresh interpreters is correct
-# but slow, and once happened silently for most of the suite: the summary says how many runs each way took.
-RUN_COUNTS: Counter[str] = Counter()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -106,24 +100,13 @@ def run_cli(stage: str, *args: str, env: dict[str, str] | None = None, timeout: 
     or the environment changes a variable that is read at import: then the console script itself is started."""
     full_env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "DEFECTCAM_TRACEBACK")}
     full_env.update(env or {})
-    if not fresh and forkable(full_env):
-        RUN_COUNTS["forked"] += 1
-        return run_forked(BIN / f"defectcam-{stage}", list(args), full_env, REPO, timeout)
-    RUN_COUNTS["started afresh by choice" if fresh else "started afresh for their environment"] += 1
-    return subprocess.run(
-        [str(BIN / f"defectcam-{stage}"), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
-    )
+    return run(BIN / f"defectcam-{stage}", list(args), full_env, REPO, timeout, fresh)
 
 
 def run_script(script: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run a Python script of the repository (a benchmark, a check) as `python script *args` would, in a process
     forked from the server that run_cli uses (or afresh, as run_cli decides); stdout and stderr captured as text."""
-    env = dict(os.environ)
-    if forkable(env):
-        RUN_COUNTS["forked"] += 1
-        return run_forked(script, list(args), env, Path.cwd(), timeout)
-    RUN_COUNTS["started afresh for their environment"] += 1
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout)
+    return run(script, list(args), dict(os.environ), Path.cwd(), timeout)
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def test_fullres_benchmark_times_the_decoder_it_is_given() -> None:
 
 
 def test_fullres_benchmark_exports_the_cams_it_compares_with() -> None:
-    # The smallest decoder and no TTA: in the run above (cam.tta=flips), --onnx-cams added 38 s to its 18 s.
+    # The smallest decoder and no TTA: added to the run above (cam.tta=flips), --onnx-cams tripled it (RESULTS.md).
     lines = run_benchmark("bench_fullres.py", "--arch", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
                           "--experiment", "quick", "--decoder-channels", "8", "--image-channels", "0", "--onnx-cams")
     assert lines[1].startswith("compute_cams (3 methods x 4 layers): ") and "(1.00x)" in lines[1]

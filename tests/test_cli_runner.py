@@ -12,6 +12,7 @@ import pytest
 
 import cli_runner
 from conftest import run_cli, run_script
+from test_startup import STAGES
 
 # Ends in each way a process can end; prints what it was given and writes from a late thread and at exit.
 PROBE = """\
@@ -154,8 +155,7 @@ def test_what_the_libraries_set_themselves_keeps_runs_forked(probe: Path, tmp_pa
     # Here the test process imports whatever any stage imports, and its runs must still be forked.
     import importlib
 
-    for module in ("defectcam.stages." + stage for stage in ("data", "train", "evaluate", "cams", "fullres", "localize",
-                                                               "report", "reproduce", "predict", "export")):
+    for module in ("defectcam.stages." + stage for stage in STAGES):
         importlib.import_module(module)
     for module in ("albumentations", "cv2", "sklearn.metrics", "matplotlib.pyplot", "onnxruntime",
                    "segmentation_models_pytorch", "torch.utils.tensorboard", "onnx"):
