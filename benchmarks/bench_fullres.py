@@ -1,6 +1,8 @@
 """The full-resolution stage's costs against the classifier's, measured in one run on the same batch.
 
-  maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_probabilities; --tta: one per transform)
+  maps     — a full-resolution map is one forward pass (defectcam.fullres.maps.defect_map, the backbone run only up
+             to fullres.deepest_layer; --tta: one per transform; with the classifier's logits for the gate as well,
+             defect_probabilities, the backbone runs whole)
              against compute_cams for the configured methods and layers (one forward + one backward; --cam-tta: one
              per transform, as the cams stage runs under cam.tta); in PyTorch,
              and (CPU, with defectcam[export] installed) as the exported localizer.onnx in onnxruntime, which is
@@ -45,7 +47,7 @@ from defectcam.export import OPSET
 from defectcam.export.runtime import OnnxLocalizer
 from defectcam.export.gradient_graph import traced_entry
 from defectcam.export.writers import ONNX_PACKAGES, example_input, missing_packages, write_onnx
-from defectcam.fullres.maps import defect_probabilities
+from defectcam.fullres.maps import defect_map, defect_probabilities
 from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.localization.entry_network import EntryNetwork, entry_parts
 from defectcam.models.backbone import build_backbone
@@ -154,6 +156,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a finished run's output folder")
     parser.add_argument("--decoder-channels", type=int, nargs="+", default=None,
                         help="decoder blocks to time instead of the experiment's fullres.decoder_channels")
+    parser.add_argument("--deepest-layer", default=None, choices=["layer2", "layer3", "layer4"],
+                        help="the decoder's deepest layer instead of the experiment's fullres.deepest_layer")
     parser.add_argument("--image-channels", type=int, default=None,
                         help="the input-scale branch's channels instead of the experiment's fullres.image_channels (0: none)")
     parser.add_argument("--tta", default="none", choices=["none", "flips", "dihedral"], help="the maps' fullres.tta")
@@ -170,25 +174,35 @@ def main() -> None:
     net = build_backbone(args.arch, "none").to(device)
     channels = args.decoder_channels or [int(c) for c in cfg.fullres.decoder_channels]
     image_channels = int(cfg.fullres.image_channels) if args.image_channels is None else args.image_channels
-    network = FullResolutionNet(net, channels, image_channels).to(device)
+    deepest = args.deepest_layer or str(cfg.fullres.deepest_layer)
+    try:
+        network = FullResolutionNet(net, channels, image_channels, deepest_layer=deepest).to(device)
+    except ValueError as error:  # e.g. the experiment's 5 blocks over --deepest-layer layer3
+        parser.error(f"--decoder-channels {' '.join(map(str, channels))}: {error}")
     images = torch.randn(args.batch, 3, args.size, args.size, device=device)
     if args.channels_last:  # both sides of the comparison: the network holds the classifier's own modules
         network.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     methods, layers = [str(m) for m in cfg.cam.methods], [str(layer) for layer in cfg.cam.layers]
 
-    def full_resolution_map() -> None:
+    def full_resolution_map() -> None:  # what the fullres stage makes and the ungated entry scores
+        with torch.no_grad():
+            defect_map(network.eval(), images, args.tta)
+
+    def gated_map() -> None:  # what predict runs for a gated entry: the classifier's logits too
         with torch.no_grad():
             defect_probabilities(network.eval(), images, args.tta)
 
     def encoder_forward() -> None:
         with torch.no_grad():
-            resnet_features(net.eval(), images)
+            resnet_features(net.eval(), images, deepest)
 
     def cams() -> None:  # what the cams stage runs: under cam.tta=none exactly compute_cams' one extraction
         tta_cams(net.eval(), images, layers, methods, target_class=1, tta=args.cam_tta)
 
     maps: dict[str, Callable[[], object]] = {"map": full_resolution_map, "encoder": encoder_forward}
+    if deepest != "layer4":  # over layer4 the logits come from the map's own backbone pass: the same cost
+        maps["gated"] = gated_map
     with tempfile.TemporaryDirectory(prefix="bench_fullres_") as export_dir:
         exported = onnx_map(network, args.size, Path(export_dir), args.tta) if device.type == "cpu" else None
         if exported is None and args.onnx_cams:
@@ -240,13 +254,17 @@ def main() -> None:
     print(f"compute_cams ({len(methods)} methods x {len(layers)} layers{cam_passes}): {cams_s:.3f} s (1.00x)")
     passes = "one forward" if args.tta == "none" else f"fullres.tta={args.tta}: {len(tta_transforms(args.tta))} forwards"
     branch = f", image branch {image_channels}" if image_channels else ""
-    print(f"full-resolution map ({passes}, decoder blocks {channels}{branch}): {timed['map'][0]:.3f} s "
+    print(f"full-resolution map ({passes}, stem..{deepest}, decoder blocks {channels}{branch}): {timed['map'][0]:.3f} s "
           f"({timed['map'][1]:.2f}x compute_cams)")
-    floor = "of which the classifier's own forward" if args.tta == "none" else "the classifier's own forward, one pass"
-    print(f"  {floor} (the floor of any map in PyTorch): {timed['encoder'][0]:.3f} s "
+    floor = "of which the classifier's forward" if args.tta == "none" else "the classifier's forward, one pass"
+    print(f"  {floor} up to {deepest} (the floor of this map in PyTorch): {timed['encoder'][0]:.3f} s "
           f"({timed['encoder'][1]:.2f}x)")
+    if "gated" in timed:
+        print(f"  the map with the classifier's logits too (a gated entry: the backbone runs whole): {timed['gated'][0]:.3f} s "
+              f"({timed['gated'][1]:.2f}x)")
     if "onnx" in timed:
-        print(f"  the same map exported, in onnxruntime (predict.backend=onnx): {timed['onnx'][0]:.3f} s "
+        gate = " (with the gate's logits: the backbone runs whole)" if deepest != "layer4" else ""
+        print(f"  the same map exported, in onnxruntime (predict.backend=onnx){gate}: {timed['onnx'][0]:.3f} s "
               f"({timed['onnx'][1]:.2f}x compute_cams)")
     else:
         print("  the same map in onnxruntime: not timed (a CPU run with defectcam[export] installed times it)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -55,7 +56,8 @@ def link_run(run: Path, target: Path, problems: list[int]) -> None:
 
 
 def variant_folder(run: Path, name: str) -> Path:
-    return run / "ablation" / name.replace(" ", "_").replace("+", "plus").replace(",", "")
+    """The variant's folder: its name with what a Hydra override value cannot hold (brackets, quotes...) as '_'."""
+    return run / "ablation" / re.sub(r"[^\w.-]", "_", name.replace(" ", "_").replace("+", "plus").replace(",", ""))
 
 
 def reuse_decoders(cfg: DictConfig, prepared: dict[int, ProblemData], sources: list[Path], target: Path) -> None:

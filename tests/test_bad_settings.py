@@ -40,6 +40,7 @@ BAD_SETTINGS = [
     ("localize.threshold=nan", "localize.threshold: nan must be a number in [0.0, 1.0]"),
     ("predict.postprocess=elipse", "predict.postprocess: 'elipse' is not one of none, ellipse"),
     ("predict.gate=always", "predict.gate: 'always' is not one of none, classifier"),
+    ("predict.backend=tensorrt", "predict.backend: 'tensorrt' is not one of torch, onnx"),
 ]
 
 

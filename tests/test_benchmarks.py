@@ -56,9 +56,10 @@ def test_fullres_benchmark_times_the_decoder_it_is_given() -> None:
                           "--cam-tta", "flips")
     # One run for every line: each export and timing costs tens of seconds of the suite.
     assert lines[1].startswith("compute_cams (3 methods x 4 layers, cam.tta=flips: 4 passes): ") and "(1.00x)" in lines[1]
-    assert lines[2].startswith("full-resolution map (fullres.tta=flips: 4 forwards, decoder blocks [16, 8, 8], image branch 4):")
+    assert lines[2].startswith("full-resolution map (fullres.tta=flips: 4 forwards, stem..layer4, decoder blocks [16, 8, 8], "
+                               "image branch 4):")
     assert "x compute_cams)" in lines[2]
-    assert lines[3].startswith("  the classifier's own forward, one pass (the floor of any map in PyTorch):")
+    assert lines[3].startswith("  the classifier's forward, one pass up to layer4 (the floor of this map in PyTorch):")
     # the suite installs defectcam[export], so the exported map is timed in onnxruntime too (after a check against torch)
     assert lines[4].startswith("  the same map exported, in onnxruntime (predict.backend=onnx):") and "x compute_cams)" in lines[4]
     assert lines[5].startswith("classifier training step (batch 16)") and "(1.00x)" in lines[5]
@@ -68,9 +69,14 @@ def test_fullres_benchmark_times_the_decoder_it_is_given() -> None:
 def test_fullres_benchmark_exports_the_cams_it_compares_with() -> None:
     # The smallest decoder and no TTA: added to the run above (cam.tta=flips), --onnx-cams tripled it (RESULTS.md).
     lines = run_benchmark("bench_fullres.py", "--arch", "resnet18", "--size", "32", "--batch", "2", "--repeats", "1",
-                          "--experiment", "quick", "--decoder-channels", "8", "--image-channels", "0", "--onnx-cams")
+                          "--experiment", "quick", "--decoder-channels", "8", "--image-channels", "0", "--onnx-cams",
+                          "--deepest-layer", "layer3")
     assert lines[1].startswith("compute_cams (3 methods x 4 layers): ") and "(1.00x)" in lines[1]
-    assert lines[4].startswith("  the same map exported, in onnxruntime (predict.backend=onnx):")
+    assert lines[2].startswith("full-resolution map (one forward, stem..layer3, decoder blocks [8]): ")
+    assert lines[3].startswith("  of which the classifier's forward up to layer3 (the floor of this map in PyTorch): ")
+    # a decoder over fewer stages: the map alone runs the classifier that far, the gate's logits run it whole
+    assert lines[4].startswith("  the map with the classifier's logits too (a gated entry: the backbone runs whole): ")
+    assert lines[5].startswith("  the same map exported, in onnxruntime (predict.backend=onnx) (with the gate's logits")
     # --onnx-cams: compute_cams exported (backward pass inside the graph) and timed beside the exported map
-    assert lines[5].startswith("  compute_cams exported too, in onnxruntime: ") and "x compute_cams)" in lines[5]
-    assert "the exported map / the exported CAMs: " in lines[5]
+    assert lines[6].startswith("  compute_cams exported too, in onnxruntime: ") and "x compute_cams)" in lines[6]
+    assert "the exported map / the exported CAMs: " in lines[6]

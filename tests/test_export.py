@@ -256,8 +256,12 @@ def test_export_settings_are_checked(compose_cfg, override: str, message: str) -
 
 # (16, 8, 8): a 1/4-scale map whose logits are upsampled in the graph; with 4 image channels, the decoded features
 # are upsampled instead, to meet the input-scale branch
-@pytest.mark.parametrize(("channels", "image_channels"), [((16, 8, 8, 8, 8), 0), ((16, 8, 8), 0), ((16, 8, 8), 4)])
-def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, channels: tuple[int, ...], image_channels: int) -> None:
+# layer2: a decoder over the stem, layer1 and layer2 (its 3 blocks reach the input), the gate's logits still in the graph
+@pytest.mark.parametrize(("channels", "image_channels", "deepest"),
+                         [((16, 8, 8, 8, 8), 0, "layer4"), ((16, 8, 8), 0, "layer4"), ((16, 8, 8), 4, "layer4"),
+                          ((16, 8, 8), 0, "layer2")])
+def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, channels: tuple[int, ...], image_channels: int,
+                                              deepest: str) -> None:
     from torchvision.models import resnet18
 
     from defectcam.export import OPSET
@@ -266,7 +270,7 @@ def test_the_decoders_tta_is_inside_the_graph(tmp_path: Path, one_thread: None, 
     from defectcam.localization.entry_network import EntryNetwork, entry_parts
 
     torch.manual_seed(0)  # random weights: their maps are not flip-equivariant, so the TTA average shows
-    network = FullResolutionNet(resnet18(num_classes=2), channels, image_channels).eval()
+    network = FullResolutionNet(resnet18(num_classes=2), channels, image_channels, deepest_layer=deepest).eval()
     parts = entry_parts("fullres", "layercam/layer2", {})
     entry_network = EntryNetwork(network.classifier, (0.4, 0.1), parts, decoder=network, decoder_tta="flips")
     check = write_onnx(entry_network, tmp_path / "l.onnx", 32, OPSET, {"tta": "flips"}, parts.output_names())

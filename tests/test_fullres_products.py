@@ -257,10 +257,13 @@ def test_a_threshold_sweep_scores_the_products_as_the_protocol_does(pipeline, tm
             assert row[f"{split}_image_false_alarm"] == pytest.approx(float(match["image_false_alarm"].iloc[0]), abs=1e-9)
 
 
-@pytest.mark.parametrize(("tta", "target", "image_channels"), [("none", 1, 0), ("flips", 1, 0), ("flips", "predicted", 4)])
-def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str, image_channels: int) -> None:
+@pytest.mark.parametrize(("tta", "target", "image_channels", "deepest"),
+                         [("none", 1, 0, "layer4"), ("flips", 1, 0, "layer4"), ("flips", "predicted", 4, "layer4"),
+                          ("flips", 1, 0, "layer2")])
+def test_one_classifier_pass_gives_the_maps_of_two(tta: str, target: int | str, image_channels: int, deepest: str) -> None:
     """predict's product: the CAM's own forward pass feeds the decoder, and both maps are those of a pass each."""
-    network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8), image_channels).eval()
+    network = FullResolutionNet(calibrated_resnet("resnet18", size=64), (8, 8, 8), image_channels,
+                                deepest_layer=deepest).eval()
     images = torch.randn(3, 3, 64, 64)
     passes = []
     handle = network.classifier.layer1.register_forward_hook(lambda *_: passes.append(1))

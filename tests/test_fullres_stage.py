@@ -12,8 +12,8 @@ import torch
 
 from conftest import private_copy, run_cli, run_script
 from defectcam.errors import ConfigError, StaleInputError
-from defectcam.fullres.maps import defect_probabilities
-from defectcam.fullres.network import FullResolutionNet
+from defectcam.fullres.maps import defect_map, defect_probabilities
+from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.stages.common import inference_device, trained_problem
 from defectcam.stages.data import prepare_data
 from defectcam.stages.fullres import fullres_problem, load_fullres_cache, protocol_score, recipe_of, train_decoder, train_set
@@ -76,10 +76,17 @@ def test_a_trained_encoder_is_a_copy_and_the_classifier_stays_bit_equal(pipeline
         logits, seg = network(images)
         assert torch.equal(logits, net.eval()(images))  # the classifier's own logits, not the copy's
         assert torch.equal(seg, network.decode(network.features(images)))
+        assert torch.equal(seg.float().softmax(1)[:, 1], defect_map(network, images))  # the map alone: the copy's too
+        assert not torch.equal(seg, network.decode(resnet_features(net, images)))  # not the classifier's features'
+    # Over fewer stages, the copy keeps only those: no weights past the deepest layer are trained or stored.
+    shallow = FullResolutionNet(net, (8, 8, 8), train_encoder=True, deepest_layer="layer2")
+    assert not any(k.startswith(("encoder.layer3.", "encoder.layer4.")) for k in shallow.decoder_state())
 
 
-@pytest.mark.parametrize(("image_channels", "train_encoder"), [(0, False), (4, False), (0, True)])
-def test_a_stored_decoder_is_rebuilt_as_it_was_trained(tmp_path: Path, image_channels: int, train_encoder: bool) -> None:
+@pytest.mark.parametrize(("image_channels", "train_encoder", "deepest"),
+                         [(0, False, "layer4"), (4, False, "layer4"), (0, True, "layer4"), (0, False, "layer2")])
+def test_a_stored_decoder_is_rebuilt_as_it_was_trained(tmp_path: Path, image_channels: int, train_encoder: bool,
+                                                       deepest: str) -> None:
     import torchvision
 
     from defectcam.models.loading import file_sha1
@@ -89,12 +96,14 @@ def test_a_stored_decoder_is_rebuilt_as_it_was_trained(tmp_path: Path, image_cha
     (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"a classifier")
     torch.manual_seed(0)
     classifier = torchvision.models.resnet18(num_classes=2).eval()
-    trained = FullResolutionNet(classifier, (8, 8, 8), image_channels, train_encoder)
+    trained = FullResolutionNet(classifier, (8, 8, 8), image_channels, train_encoder, deepest)
     if train_encoder:
         with torch.no_grad():
             trained.encoder.conv1.weight.mul_(2.0)  # the copy has moved away from the classifier
     record = {"decoder": trained.decoder_state(), "decoder_channels": [8, 8, 8], "image_channels": image_channels,
               "recipe": {"train_encoder": train_encoder}, "checkpoint_sha1": file_sha1(tmp_path / "checkpoints" / "best.ckpt")}
+    if deepest != "layer4":  # records written before fullres.deepest_layer existed have none: layer4
+        record["deepest_layer"] = deepest
     decoder_path(tmp_path, "supervised").parent.mkdir()
     torch.save(record, decoder_path(tmp_path, "supervised"))
     loaded, _ = load_decoder(tmp_path, "supervised", torchvision.models.resnet18(num_classes=2).eval())
@@ -102,6 +111,7 @@ def test_a_stored_decoder_is_rebuilt_as_it_was_trained(tmp_path: Path, image_cha
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(images)[1], trained.eval()(images)[1])
+    assert loaded.deepest_layer == deepest
     record["image_channels"] = image_channels + 2  # a record that misdescribes its weights is refused, not half-loaded
     torch.save(record, decoder_path(tmp_path, "supervised"))
     with pytest.raises(StaleInputError, match="do not fit the network"):
@@ -163,6 +173,52 @@ def test_a_stale_decoder_cache_is_named_or_retrained(pipeline, tmp_path: Path) -
     assert run_cli("report", *overrides, "fullres.lr=0.002", "on_stale=error").returncode == 0
 
 
+def test_the_deepest_layer_keys_the_decoder_and_its_default_keeps_older_caches(pipeline, compose_cfg) -> None:
+    from defectcam.stages.fullres import fullres_meta, stale_fullres, training_key
+
+    cfg = compose_cfg(*pipeline["overrides"])
+    data = prepare_data(cfg, show_progress=False)[1]
+    meta = fullres_meta(cfg, data)
+    assert "deepest_layer" not in meta["fullres"]  # at layer4 the meta is what it was before the setting existed
+    assert stale_fullres(cfg, data)[2] is None
+    keys = [training_key(fullres_meta(compose_cfg(*pipeline["overrides"], f"fullres.deepest_layer={layer}",
+                                                  "fullres.decoder_channels=[8,8,8]"), data), "fullres")
+            for layer in ("layer4", "layer3", "layer2")]
+    assert keys[0] != keys[1] != keys[2] != keys[0]  # the same blocks over other stages: another decoder to train
+
+
+def test_a_decoder_over_layer1_and_layer2_is_stored_scored_and_predicted(pipeline, tmp_path: Path, compose_cfg) -> None:
+    from defectcam.models.decoder_recipe import normalized
+    from defectcam.stages.fullres import load_decoder
+    from defectcam.stages.predict_check import compare_with_localize
+
+    out, overrides = private_copy(pipeline, tmp_path)
+    shallow = (*overrides, "fullres.deepest_layer=layer2", "fullres.decoder_channels=[8,8,8]")
+    result = run_cli("localize", *shallow)  # a changed decoder setting retrains the decoder
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = out / "problem_1"
+    assert (pd.read_csv(folder / "localization.csv")["method"] == "fullres").any()
+    # The stored decoder is rebuilt over layer1 and layer2 only, and gives the maps the stage cached (float16 codes).
+    cfg = compose_cfg(*shallow)
+    data = prepare_data(cfg, show_progress=False)[1]
+    module, _ = trained_problem(cfg, data, torch.device("cpu"))
+    network, record = load_decoder(folder, "fullres", module.net)
+    assert record["deepest_layer"] == network.deepest_layer == "layer2" and len(network.decoder.blocks) == 3
+    test = load_fullres_cache(folder)["test"]
+    images = normalized(torch.from_numpy(np.array(data.images[test["rows"].numpy()])), *module.hparams.normalization)
+    with torch.no_grad():
+        _, probs = defect_probabilities(network, images, record["tta"])
+    cached = test["maps"]["fullres"]["layercam/layer2"].float()
+    assert float((probs - cached).abs().max()) <= 1e-3
+    # predict applies it, with the classifier's gate, deciding as localize did.
+    inputs = Path(next(o for o in overrides if o.startswith("data.root=")).split("=", 1)[1]) / "Class1" / "Test"
+    entry = ("predict.entry=fullres/layercam/layer2", "predict.gate=classifier")
+    predicted = run_cli("predict", *shallow, *entry, f"predict.input={inputs}", f"predict.output={tmp_path / 'predicted'}")
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    check = compare_with_localize(compose_cfg(*shallow, *entry), data, folder, tmp_path / "predicted")
+    assert check["n"] == len(test["rows"]) and check["same_decisions"] == check["n"] and check["max_margin_difference"] < 1e-3
+
+
 def test_each_method_keeps_its_decoder_when_only_the_other_methods_settings_change(pipeline, tmp_path: Path, compose_cfg) -> None:
     out, overrides = private_copy(pipeline, tmp_path)
     folder = out / "problem_1" / "fullres"
@@ -213,6 +269,9 @@ BAD_SETTINGS = [
     ("fullres.supervised_encoder.lr=0", "fullres.supervised_encoder.lr: 0 must be a number >= 1e-12"),
     ("fullres.seeds.background_quantile=1.5", "fullres.seeds.background_quantile: 1.5 must be a number in"),
     ("fullres.tta=rotations", "fullres.tta: 'rotations' is not one of none, flips, dihedral"),
+    ("fullres.deepest_layer=layer5", "fullres.deepest_layer: 'layer5' is not one of layer2, layer3, layer4"),
+    ("fullres.deepest_layer=layer3", "fullres.decoder_channels: [128, 64, 32, 16, 16] must be 1 to 4 positive integers "
+                                     "(one per decoder block, from fullres.deepest_layer layer3's scale up), e.g. [64, 32, 16, 16]"),
 ]
 
 
@@ -241,15 +300,18 @@ def l_pattern(size: int = 32) -> torch.Tensor:
     return image
 
 
-@pytest.mark.parametrize(("channels", "image_channels"), [((16, 8, 8, 8, 8), 0), ((16, 8, 8), 0), ((16, 8, 8), 4)])
+@pytest.mark.parametrize(("channels", "image_channels", "deepest"),
+                         [((16, 8, 8, 8, 8), 0, "layer4"), ((16, 8, 8), 0, "layer4"), ((16, 8, 8), 4, "layer4"),
+                          ((16, 8, 8), 0, "layer2")])
 @pytest.mark.parametrize("tta", ["flips", "dihedral"])
-def test_decoder_tta_is_equivariant(tta: str, channels: tuple[int, ...], image_channels: int) -> None:
+def test_decoder_tta_is_equivariant(tta: str, channels: tuple[int, ...], image_channels: int, deepest: str) -> None:
     import torchvision
 
     from defectcam.cams.tta import TTA_SETS
 
     torch.manual_seed(0)
-    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), channels, image_channels).eval()
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), channels, image_channels,
+                                deepest_layer=deepest).eval()
     image = l_pattern()
     _, probs = defect_probabilities(network, image, tta)
     for transform in TTA_SETS[tta]:
@@ -264,7 +326,6 @@ def test_a_shallower_decoder_is_upsampled_to_the_input(blocks: int) -> None:
     import torch.nn.functional as F
     import torchvision
 
-    from defectcam.fullres.network import resnet_features
 
     torch.manual_seed(0)
     network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks).eval()
@@ -278,18 +339,90 @@ def test_a_shallower_decoder_is_upsampled_to_the_input(blocks: int) -> None:
     assert torch.allclose(seg, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("blocks", [3, 5])
-def test_the_image_branch_is_a_skip_at_the_input_scale(blocks: int) -> None:
+@pytest.mark.parametrize(("deepest", "blocks"), [("layer3", 4), ("layer3", 2), ("layer2", 3), ("layer2", 1)])
+def test_a_decoder_over_fewer_stages_runs_only_those_for_its_map(deepest: str, blocks: int) -> None:
     import torchvision
 
-    from defectcam.fullres.network import resnet_features
+
+    torch.manual_seed(0)
+    classifier = torchvision.models.resnet18(num_classes=2).eval()
+    network = FullResolutionNet(classifier, (8,) * blocks, deepest_layer=deepest).eval()
+    calls = {name: 0 for name in ("layer2", "layer3", "layer4")}
+    for name in calls:
+        getattr(classifier, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        alone = defect_map(network, images, "flips")
+        assert calls == {name: 4 if name <= deepest else 0 for name in calls}  # one pass per flip, none past the deepest
+        logits, probs = defect_probabilities(network, images, "flips")
+        assert calls["layer4"] == 1  # the gate's logits need the whole classifier, once
+        assert torch.equal(logits, classifier(images)) and torch.equal(alone, probs)
+        assert network.decoder_logits(images).shape == (2, 2, 64, 64)
+    # the map reads nothing past the deepest layer, and does read that layer
+    with torch.no_grad():
+        before = defect_map(network, images, "none")
+        for name in calls:
+            if name > deepest:
+                getattr(classifier, name)[0].conv1.weight.mul_(3.0)
+        assert torch.equal(defect_map(network, images, "none"), before)
+        getattr(classifier, deepest)[0].conv1.weight.mul_(3.0)
+        assert not torch.equal(defect_map(network, images, "none"), before)
+
+
+@pytest.mark.parametrize(("deepest", "blocks", "side"), [("layer4", 5, 64), ("layer4", 3, 64), ("layer2", 3, 64), ("layer4", 5, 40)])
+def test_the_decoder_runs_as_smp_runs_it_bit_for_bit(deepest: str, blocks: int, side: int, monkeypatch) -> None:
+    import torch.nn.functional as F
+    import torchvision
+
+    from defectcam.fullres import unet_forward
+
+    torch.manual_seed(0)
+    network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks, deepest_layer=deepest).eval()
+    features = resnet_features(network.classifier, torch.randn(2, 3, side, side), deepest)
+    with torch.no_grad():
+        expected = network.decoder(features)  # smp's own forward
+    calls = []
+    interpolate = F.interpolate
+    monkeypatch.setattr(unet_forward.F, "interpolate", lambda *a, **k: calls.append(k["size"]) or interpolate(*a, **k))
+    with torch.no_grad():
+        assert torch.equal(unet_forward.decode(network.decoder, features), expected)
+    # at a side that is a multiple of 32 every block doubles its input: no F.interpolate; at 40 (sizes 2, 3, 5, 10,
+    # 20, 40) only the blocks that do not double call it
+    assert calls == ([] if side % 32 == 0 else [(3, 3), (5, 5)])
+    calls.clear()
+    with torch.enable_grad():  # a training step keeps PyTorch's own op, whose backward pass decoders were trained with
+        assert torch.equal(unet_forward.decode(network.decoder, features), expected)
+    assert len(calls) == blocks
+
+
+def test_an_exported_graph_keeps_the_upsampling_op() -> None:
+    """onnxruntime runs its Resize faster than the Expand + Reshape of the eager repeat, so export traces the op."""
+    from defectcam.fullres import unet_forward
+
+    class Upsample(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return unet_forward.upsample_nearest(x, (8, 8))
+
+    x = torch.randn(1, 2, 4, 4)
+    with torch.no_grad():
+        graph = str(torch.export.export(Upsample(), (x,)).graph)
+        assert "upsample_nearest2d" in graph and "expand" not in graph
+        assert torch.equal(Upsample()(x), torch.nn.functional.interpolate(x, size=(8, 8), mode="nearest"))
+
+
+@pytest.mark.parametrize("blocks", [3, 5])
+def test_the_image_branch_is_a_skip_at_the_input_scale(blocks: int, monkeypatch) -> None:
+    import torchvision
+
+    from defectcam.fullres import unet_forward
 
     torch.manual_seed(0)
     network = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks, image_channels=4).eval()
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         coarse = network.decoder(resnet_features(network.classifier, images))
-    network.decoder.forward = lambda features: coarse  # the decoder's output held fixed: only the branch sees the image
+    # the decoder's output held fixed: only the branch sees the image
+    monkeypatch.setattr(unet_forward, "decode", lambda decoder, features: coarse)
     moved = images.clone()
     moved[0, :, 30, 30] += 5.0
     with torch.no_grad():
@@ -301,7 +434,6 @@ def test_the_image_branch_is_a_skip_at_the_input_scale(blocks: int) -> None:
     near[25:36, 25:36] = True
     assert float(change[~near].max()) == 0.0
     plain = FullResolutionNet(torchvision.models.resnet18(num_classes=2), (8,) * blocks).eval()
-    plain.decoder.forward = lambda features: coarse
     with torch.no_grad():
         assert float((plain(moved)[1] - plain(images)[1]).abs().max()) == 0.0  # without it, no input-scale path
 
@@ -313,7 +445,8 @@ def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_pa
     selection_path = out / "problem_1" / "fullres" / "selection.csv"
     pd.read_csv(selection_path).assign(train_time_s=12345.0).to_csv(selection_path, index=False)
     script = Path(__file__).resolve().parents[1] / "scripts" / "fullres_ablation.py"
-    result = run_script(script, *overrides, "--variant", "flips=fullres.tta=flips", "--variant", "no negatives=fullres.negatives=false",
+    # a name with brackets (no Hydra override value can hold them) still gets a folder
+    result = run_script(script, *overrides, "--variant", "flips (TTA)=fullres.tta=flips", "--variant", "no negatives=fullres.negatives=false",
                         "--variant", "reference=fullres.supervision=[masks]", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(out / "ablation" / "ablation.csv")
@@ -327,8 +460,8 @@ def test_the_ablation_script_scores_each_variant_beside_the_run(pipeline, tmp_pa
     def train_time(variant: str) -> float:
         return float(pd.read_csv(out / "ablation" / variant / "problem_1" / "fullres" / "selection.csv")["train_time_s"].iloc[0])
 
-    assert train_time("flips") == 12345.0 and train_time("no_negatives") != 12345.0
-    assert "flips" in set(test["variant"])
+    assert train_time("flips__TTA_") == 12345.0 and train_time("no_negatives") != 12345.0
+    assert "flips (TTA)" in set(test["variant"])
 
 
 def test_the_decoders_progress_bar_names_the_decoder_not_a_cut_version() -> None:

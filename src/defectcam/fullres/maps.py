@@ -16,14 +16,26 @@ from defectcam.cams.tta import tta_transforms
 
 def defect_probabilities(network: nn.Module, images: Tensor, tta: str = "none") -> tuple[Tensor, Tensor]:
     """images (N, 3, H, W) -> (classifier logits (N, 2) of the untransformed images, defect probabilities
-    (N, H, W) averaged over the `tta` set, each mapped back). `network` returns (logits, decoder logits)."""
-    transforms = tta_transforms(tta)
+    (N, H, W) averaged over the `tta` set, each mapped back). `network` is a FullResolutionNet."""
     logits, seg = network(images)
-    total = seg.float().softmax(1)[:, 1]
+    return logits.float(), transform_average(network, images, tta, seg)
+
+
+def defect_map(network: nn.Module, images: Tensor, tta: str = "none") -> Tensor:
+    """images (N, 3, H, W) -> defect probabilities (N, H, W) as defect_probabilities makes them, without the
+    classifier's logits: the backbone runs only up to the decoder's deepest layer."""
+    return transform_average(network, images, tta, network.decoder_logits(images))
+
+
+def transform_average(network: nn.Module, images: Tensor, tta: str, identity_logits: Tensor) -> Tensor:
+    """The defect probability averaged over the `tta` set, given the untransformed images' decoder logits (the
+    identity comes first in every set); the other transforms need no classifier logits."""
+    transforms = tta_transforms(tta)
+    total = identity_logits.float().softmax(1)[:, 1]
     for transform in transforms[1:]:
-        _, seg = network(transform.apply(images))
+        seg = network.decoder_logits(transform.apply(images))
         total = total + transform.invert(seg.float().softmax(1)[:, 1])
-    return logits.float(), total / len(transforms)
+    return total / len(transforms)
 
 
 def probability_scoring_maps(probs: Tensor, size: tuple[int, int]) -> Tensor:
@@ -35,11 +47,8 @@ def probability_scoring_maps(probs: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @torch.no_grad()
-def batched_probabilities(network: nn.Module, images: Tensor, batch_size: int, tta: str, device: torch.device) -> tuple[Tensor, Tensor]:
-    """defect_probabilities over a (N, 3, H, W) CPU tensor in batches -> CPU (logits (N, 2), probs (N, H, W))."""
-    logits, probs = [], []
-    for start in range(0, images.shape[0], batch_size):
-        batch_logits, batch_probs = defect_probabilities(network, images[start : start + batch_size].to(device), tta)
-        logits.append(batch_logits.cpu())
-        probs.append(batch_probs.cpu())
-    return torch.cat(logits), torch.cat(probs)
+def batched_maps(network: nn.Module, images: Tensor, batch_size: int, tta: str, device: torch.device) -> Tensor:
+    """defect_map over a (N, 3, H, W) CPU tensor in batches -> CPU probabilities (N, H, W)."""
+    probs = [defect_map(network, images[start : start + batch_size].to(device), tta).cpu()
+             for start in range(0, images.shape[0], batch_size)]
+    return torch.cat(probs)

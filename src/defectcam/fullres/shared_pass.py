@@ -2,7 +2,7 @@
 
 A product entry (fullres_x_<cam>) multiplies the weak decoder's probabilities by a CAM of the same
 classifier. Computed apart, each runs the classifier's forward pass: the decoder reads the stem and
-layer1..layer4 outputs, the CAM hooks one of them and differentiates the logits. Here the decoder reads
+layer1..layer4 outputs (up to its deepest layer), the CAM hooks one of them and differentiates the logits. Here the decoder reads
 the outputs the CAM's own forward pass produced (recorded detached, so the decoder adds nothing to the
 backward pass): one forward, one backward and the decoder per transform, instead of two forwards.
 The maps are those of `tta_cams` and `defect_probabilities`; `tests/test_fullres_products.py` holds it to both.

@@ -116,7 +116,7 @@ class DecoderTraining(pl.LightningModule):
         with torch.no_grad():
             for start in range(0, self.val_images.shape[0], self.eval_batch_size):
                 batch = normalized(self.val_images[start : start + self.eval_batch_size], *self.normalization).to(self.device)
-                probs.append(self.network.decode(self.network.features(batch)).float().softmax(1)[:, 1].cpu())
+                probs.append(self.network.decoder_logits(batch).float().softmax(1)[:, 1].cpu())
         self.network.train(was_training)
         score = float(self.val_score(torch.cat(probs)))
         self.history.append({"step": step, "val_score": score})

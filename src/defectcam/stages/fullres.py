@@ -30,7 +30,7 @@ from defectcam.cams.tta import tta_cams
 from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import ConfigError, StageOrderError, StaleInputError
 from defectcam.fullres import DECODER_METHODS, MASKS_LAYER, METHOD_SUPERVISIONS
-from defectcam.fullres.maps import batched_probabilities, probability_scoring_maps
+from defectcam.fullres.maps import batched_maps, probability_scoring_maps
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import seed_regions
 from defectcam.io import atomic_path, read_json, write_json
@@ -83,6 +83,10 @@ def fullres_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None:
     if not ckpt.is_file():
         raise StageOrderError(f"{ckpt}: no checkpoint; run the train stage first (make train / defectcam-train)")
     settings = {k: v for k, v in to_plain(cfg.fullres).items() if k not in ("force", "figure_images")}
+    if settings.get("deepest_layer") == "layer4":
+        # Left out at its default: caches and decoders made before fullres.deepest_layer existed decode layer4, and
+        # stay valid.
+        del settings["deepest_layer"]
     return {
         "format": FULLRES_FORMAT,
         "checkpoint_sha1": file_sha1(ckpt),
@@ -160,12 +164,13 @@ def load_decoder(folder: Path, method: str, net: torch.nn.Module) -> tuple[FullR
     """The full-resolution network of a problem folder (its classifier `net` + the stored decoder of `method`), in
     eval mode, and the decoder file's record; one line when it is missing or belongs to another best.ckpt."""
     path, record = decoder_path(folder, method), decoder_record(folder, method)
-    network = FullResolutionNet(net, record["decoder_channels"], int(record.get("image_channels", 0)),
-                                bool(record.get("recipe", {}).get("train_encoder", False)))
     misfit = StaleInputError(f"{path}: its weights do not fit the network its record describes; rerun make fullres")
     try:
+        network = FullResolutionNet(net, record["decoder_channels"], int(record.get("image_channels", 0)),
+                                    bool(record.get("recipe", {}).get("train_encoder", False)),
+                                    str(record.get("deepest_layer", "layer4")))  # records before it existed: layer4
         missing, unexpected = network.load_state_dict(record["decoder"], strict=False)  # the classifier is `net`'s own
-    except RuntimeError as error:  # a weight of another shape
+    except (RuntimeError, ValueError) as error:  # a weight of another shape; blocks or a layer the network cannot have
         raise misfit from error
     if unexpected or any(not key.startswith("classifier.") for key in missing):
         raise misfit
@@ -248,7 +253,8 @@ def train_loader(dataset: DecoderTrainSet, recipe: DecoderRecipe) -> DataLoader:
 
 def decoder_network(cfg: DictConfig, net: torch.nn.Module, train_encoder: bool) -> FullResolutionNet:
     """The network fullres.* describes over the classifier `net` (untrained decoder)."""
-    return FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels), train_encoder)
+    return FullResolutionNet(net, [int(c) for c in cfg.fullres.decoder_channels], int(cfg.fullres.image_channels), train_encoder,
+                             str(cfg.fullres.deepest_layer))
 
 
 def train_decoder(cfg: DictConfig, out: Path, net: torch.nn.Module, normalization: tuple[float, float], recipe: DecoderRecipe,
@@ -364,7 +370,7 @@ def decoder_maps(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, norma
         maps: dict[str, dict[str, Tensor]] = {}
         for method, decoder in chosen.items():
             network = networks[method]
-            _, probs = batched_probabilities(network, images, int(cfg.fullres.eval_batch_size), str(cfg.fullres.tta), device)
+            probs = batched_maps(network, images, int(cfg.fullres.eval_batch_size), str(cfg.fullres.tta), device)
             maps[method] = {decoder.start: probs.half()}
         parts[part] = {"rows": torch.as_tensor(rows), "maps": maps}
     return parts
@@ -401,7 +407,7 @@ def fullres_problem(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None
     for method, decoder in chosen.items():
         record = {"format": FULLRES_FORMAT, "method": method, "layer": decoder.start, "decoder": decoder.state,
                   "val_score": decoder.score, "training": training_key(meta, method),
-                  "decoder_channels": [int(c) for c in cfg.fullres.decoder_channels],
+                  "decoder_channels": [int(c) for c in cfg.fullres.decoder_channels], "deepest_layer": str(cfg.fullres.deepest_layer),
                   "image_channels": int(cfg.fullres.image_channels), "image_size": int(cfg.data.image_size),
                   "normalization": list(normalization), "checkpoint_sha1": meta["checkpoint_sha1"], "tta": str(cfg.fullres.tta),
                   "recipe": decoder.recipe or asdict(recipe_of(cfg, METHOD_SUPERVISIONS[method]))}

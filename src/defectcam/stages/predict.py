@@ -39,7 +39,6 @@ from defectcam.localization.ellipse import analysis_maps, largest_component_elli
 from defectcam.localization.entries import BASELINE_LAYER, Fusion, entry_scoring_maps, fusions_from
 from defectcam.localization.entry_network import EntryNetwork, EntryParts, EntrySources, entry_parts, split_outputs
 from defectcam.localization.products import gated_product, product_cam
-from defectcam.localization.selection import GATES
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.report.build import summary_table
 from defectcam.stages.answer_strip import predicted_masks
@@ -55,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIN_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
-BACKENDS = ("torch", "onnx")  # onnx: the problem's export/localizer.onnx in onnxruntime
 # predict.gate / postprocess / backend left unset: these (with predict.model: the file's own gate and post-process)
 PREDICT_DEFAULTS = {"gate": "classifier", "postprocess": "none", "backend": "torch"}
 ELLIPSE_KEYS = ("ellipse_cx", "ellipse_cy", "ellipse_major", "ellipse_minor", "ellipse_angle_deg")
@@ -74,14 +72,13 @@ class Entry:
 
 
 def predict_entry(cfg: DictConfig, folder: Path) -> Entry:
-    """predict.entry (method/layer) or, when null, the summary's entry chosen on validation under predict.gate."""
+    """predict.entry (method/layer) or, when null, the summary's entry chosen on validation under predict.gate. Its
+    callers (predict, export) have run validate(cfg), which checks predict.gate and predict.postprocess."""
     path = folder / "localization.csv"
     if not path.is_file():
         raise StageOrderError(f"{path}: missing; run the localize stage first (make localize)")
     rows = pd.read_csv(path)
-    gate, select_on = predict_setting(cfg, "gate"), str(cfg.localize.select_on)
-    if gate not in GATES:
-        raise ConfigError(f"predict.gate: {gate!r} is not one of {', '.join(GATES)}")
+    gate, select_on = predict_setting(cfg, "gate"), str(cfg.localize.select_on)  # both checked by validate()
     if cfg.predict.entry is None:
         summary = summary_table(rows)
         picked = summary[(summary["gate"] == gate) & (summary["chosen_by"] == select_on)]
@@ -248,14 +245,6 @@ def predict_setting(cfg: DictConfig, name: str) -> str:
     return PREDICT_DEFAULTS[name] if value is None else str(value)
 
 
-def check_backend(cfg: DictConfig) -> str:
-    """predict.backend, one of BACKENDS (else one line)."""
-    backend = predict_setting(cfg, "backend")
-    if backend not in BACKENDS:
-        raise ConfigError(f"predict.backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-    return backend
-
-
 def localizer_identity(folder: Path, entry: Entry, decision: float, sources: EntrySources, image_size: int) -> dict[str, Any]:
     """What an exported localizer of `folder` must have been made from to stand for `entry`: the export layout, the
     entry and its thresholds, the gate's decision threshold, the input size, the SHA-1 of best.ckpt, and what the
@@ -295,7 +284,7 @@ def problem_predictor(cfg: DictConfig, problem: int) -> Predictor:
     entry = predict_entry(cfg, folder)
     meta, decision = scored_settings(folder)
     size = int(meta["image_size"])
-    if check_backend(cfg) == "onnx":  # normalization, TTA and the CAMs' backward pass are inside the exported graph
+    if predict_setting(cfg, "backend") == "onnx":  # normalization, TTA and the CAMs' backward pass are inside the exported graph
         sources, fusions = scored_sources(cfg, folder, entry, meta)  # what the file must hold; no network is loaded
         exported = exported_localizer(folder, entry, decision, sources, size)
         log.info("problem %d: backend onnx, %s", problem, exported.path)
@@ -368,7 +357,6 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     if cfg.predict.input is None or cfg.predict.output is None:
         raise ConfigError("predict.input and predict.output must both be set (predict.input=<folder|glob|file> predict.output=<folder>)")
     check_on_error(cfg.predict.on_error)
-    check_backend(cfg)
     target = Path(str(cfg.predict.output)).expanduser().resolve()
     if target.exists() and not cfg.predict.force:
         raise ConfigError(f"{target}: already exists; pass predict.force=true to replace it, or another predict.output")

@@ -20,6 +20,7 @@ from defectcam.data.splits import PARTS
 from defectcam.errors import ConfigError
 from defectcam.evaluation.decision import DECISIONS
 from defectcam.fullres import DECODER_METHODS
+from defectcam.fullres.network import DEEPEST_LAYERS, feature_count
 from defectcam.localization.baselines import BASELINES
 from defectcam.localization.entries import fusions_from
 from defectcam.localization.products import product_method
@@ -36,13 +37,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "on_stale": ("recompute", "error"),
     "evaluate.decision": DECISIONS,
     "fullres.tta": tuple(TTA_SETS),
+    "fullres.deepest_layer": DEEPEST_LAYERS,
     "predict.gate": GATES,
     "predict.postprocess": POSTPROCESSES,
+    "predict.backend": ("torch", "onnx"),  # onnx: the problem's export/localizer.onnx in onnxruntime
 }
 # Left unset (null), these take their default (predict.py, predict_setting), or with predict.model the file's own.
-UNSET_IS_DEFAULT = ("predict.gate", "predict.postprocess")
+UNSET_IS_DEFAULT = ("predict.gate", "predict.postprocess", "predict.backend")
 FULLRES_SUPERVISIONS = ("cams", "masks")
-DECODER_BLOCKS = (1, 5)  # the U-Net decoder climbs from layer4 (stride 32): 1..5 blocks, 5 reaching the input's scale
 # DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
 DAGM_PROBLEMS: tuple[int, ...] = tuple(range(1, 11))
 MIN_IMAGE_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
@@ -221,11 +223,14 @@ def _check_fullres(cfg: DictConfig) -> None:
     _check_number(cfg, "fullres.size.low", minimum=1e-6, maximum=1.0)
     _check_number(cfg, "fullres.size.high", minimum=float(cfg.fullres.size.low), maximum=1.0)
     channels = to_plain(cfg.fullres.decoder_channels)
-    low, high = DECODER_BLOCKS
-    if (not isinstance(channels, list) or not low <= len(channels) <= high
+    # The U-Net decoder climbs from the deepest layer's scale (layer4: stride 32), one block per doubling; the last
+    # possible block reaches the input's scale.
+    deepest = str(cfg.fullres.deepest_layer)
+    high = feature_count(deepest) - 1
+    if (not isinstance(channels, list) or not 1 <= len(channels) <= high
             or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)):
-        raise ConfigError(f"fullres.decoder_channels: {channels!r} must be {low} to {high} positive integers (one per decoder "
-                          "block, from layer4's scale up), e.g. [128, 64, 32]")
+        raise ConfigError(f"fullres.decoder_channels: {channels!r} must be 1 to {high} positive integers (one per decoder "
+                          f"block, from fullres.deepest_layer {deepest}'s scale up), e.g. {[128, 64, 32, 16, 16][5 - high:]}")
 
 
 def fullres_supervisions(cfg: DictConfig) -> list[str]:
