@@ -48,7 +48,7 @@ from defectcam.export.runtime import OnnxLocalizer
 from defectcam.export.gradient_graph import traced_entry
 from defectcam.export.writers import ONNX_PACKAGES, example_input, missing_packages, write_onnx
 from defectcam.fullres.maps import defect_map, defect_probabilities
-from defectcam.fullres.network import FullResolutionNet, resnet_features
+from defectcam.fullres.network import DEEPEST_LAYERS, FullResolutionNet, resnet_features
 from defectcam.localization.entry_network import EntryNetwork, entry_parts
 from defectcam.models.backbone import build_backbone
 from defectcam.models.decoder_module import DecoderTraining
@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=None, help="a finished run's output folder")
     parser.add_argument("--decoder-channels", type=int, nargs="+", default=None,
                         help="decoder blocks to time instead of the experiment's fullres.decoder_channels")
-    parser.add_argument("--deepest-layer", default=None, choices=["layer2", "layer3", "layer4"],
+    parser.add_argument("--deepest-layer", default=None, choices=DEEPEST_LAYERS,
                         help="the decoder's deepest layer instead of the experiment's fullres.deepest_layer")
     parser.add_argument("--image-channels", type=int, default=None,
                         help="the input-scale branch's channels instead of the experiment's fullres.image_channels (0: none)")

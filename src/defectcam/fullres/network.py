@@ -52,9 +52,10 @@ def feature_count(deepest_layer: str) -> int:
 def resnet_features(net: ResNet, images: Tensor, deepest_layer: str = "layer4") -> list[Tensor]:
     """(N, 3, H, W) -> [images, stem (H/2), layer1 (H/4), layer2 (H/8), layer3 (H/16), layer4 (H/32)], stopped
     after `deepest_layer` (the stages past it are not run)."""
+    count = feature_count(deepest_layer)
     features = [images, net.relu(net.bn1(net.conv1(images)))]
     features.append(net.layer1(net.maxpool(features[-1])))
-    while len(features) < feature_count(deepest_layer):
+    while len(features) < count:
         features.append(getattr(net, f"layer{len(features) - 1}")(features[-1]))
     return features
 
@@ -97,7 +98,7 @@ class FullResolutionNet(nn.Module):
         # too few to re-estimate them.
         self.encoder = copy.deepcopy(self.classifier).requires_grad_(True) if train_encoder else None
         if self.encoder is not None:  # the copy's stages past the deepest layer would be weights nothing reads
-            for index in range(int(deepest_layer[-1]) + 1, 5):
+            for index in range(self.feature_count - 1, 5):  # feature_count - 2 is the deepest layer's index
                 setattr(self.encoder, f"layer{index}", nn.Identity())
         # Imported here: segmentation_models_pytorch imports timm and huggingface_hub (seconds), which stages
         # that never build a decoder should not pay for.
