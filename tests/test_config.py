@@ -42,6 +42,9 @@ def test_dagm_cpu_is_real_dagm_on_the_cpu_with_the_full_resolution_stage(compose
     assert list(cfg.fullres.supervision) and cfg.fullres.crop is None and cfg.fullres.steps == 200
     # validation's preference on real problem 1 (docs/fullres.md): flipped decoder maps and CAMs
     assert cfg.fullres.tta == "flips" and cfg.cam.tta == "flips"
+    # and one decoder block over layer1..layer2 (validation level with 3 blocks, above layer4's 5; the cheapest map)
+    assert cfg.fullres.deepest_layer == "layer2" and list(cfg.fullres.decoder_channels) == [32]
+    assert compose_cfg().fullres.deepest_layer == "layer4"
     # the decoder's products with every CAM are scored (validation chose one over the decoder on 2 of 3 seeds)
     assert cfg.localize.fullres_products is None and list(compose_cfg().localize.fullres_products) == []
 
