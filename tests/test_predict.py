@@ -52,7 +52,7 @@ def test_predict_gives_localize_masks_and_decisions(pipeline, tmp_path: Path, co
     assert check["n"] == n_test == len(rows) and check["images"]["shape_ok"].all()
     assert check["same_decisions"] == n_test and check["max_margin_difference"] < 1e-3
     # The cache stores maps as float16 codes: a pixel at the threshold may flip, nothing more.
-    assert check["min_iou"] >= 0.9 and check["mean_iou"] >= 0.98, check["images"]
+    assert check["min_iou"] >= 0.99 and check["mean_iou"] >= 0.999, check["images"]  # maps rounded alike
     # The tiny classifier may call every test image defect-free (on some CPUs it does), and then every mask above was
     # empty on both sides. With the gate's decision in the widest gap between the test margins, some pass it.
     copy, overrides = private_copy(pipeline, tmp_path, "copy", link=True)
@@ -64,7 +64,7 @@ def test_predict_gives_localize_masks_and_decisions(pipeline, tmp_path: Path, co
     passed = gated["defect"] == 1
     assert 0 < passed.sum() < n_test and check["same_decisions"] == n_test
     assert gated.loc[passed, "mask_pixels"].sum() > 0 and (gated.loc[~passed, "mask_pixels"] == 0).all()
-    assert check["min_iou"] >= 0.9 and check["mean_iou"] >= 0.98, check["images"]
+    assert check["min_iou"] >= 0.99 and check["mean_iou"] >= 0.999, check["images"]  # maps rounded alike
 
 
 def test_other_formats_sizes_and_bad_files(pipeline, tmp_path: Path) -> None:
@@ -121,3 +121,25 @@ def test_a_fusion_entry_predicts_too(pipeline, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     row = pd.read_csv(tmp_path / "o" / "predictions.csv").iloc[0]
     assert (row["method"], row["layer"]) == ("multiplicative", "layer2+layer3+layer4")
+
+
+@pytest.mark.parametrize("method", ["fullres", "layercam"])
+def test_a_pixel_a_rounding_step_below_the_threshold_is_flagged_as_localize_flagged_it(method: str) -> None:
+    """Localize scores the caches' float16 maps (the decoder's probabilities; a CAM's codes of its own range), so a
+    value a quarter float16 step below its threshold is at the threshold there: predict must flag that pixel too."""
+    import torch
+
+    from defectcam.localization.entry_network import EntryParts
+    from defectcam.stages.predict import Entry, Predictor
+
+    threshold = 0.875  # a float16 value; float16's step in [0.5, 1) is 2 ** -11
+    source = torch.zeros(1, 8, 8)
+    source[0, 3, 4] = threshold - 2.0**-13
+    source[0, 0, 0] = 1.0  # the CAM's peak: its min-max leaves the map as it is
+    if method == "fullres":
+        parts, entry = EntryParts("fullres", None, ()), Entry("fullres", "layercam/layer2", "none", "none", threshold)
+    else:
+        parts, entry = EntryParts(None, "layercam", ("layer2",)), Entry("layercam", "layer2", "none", "none", threshold)
+    predictor = Predictor(lambda gray: (torch.ones(1), source), parts, entry, 0.0, 8, {})
+    ((_, mask, _, defect),) = predictor([np.zeros((8, 8), np.uint8)])
+    assert defect and mask[3, 4] and mask[0, 0] and mask.sum() == 2

@@ -27,3 +27,8 @@ def encode_maps(raw: Tensor) -> dict[str, Tensor]:
 def decode_maps(stored: dict[str, Tensor]) -> Tensor:
     """encode_maps' output -> float32 (N, h, w) raw maps."""
     return stored["codes"].float() * stored["span"][:, None, None] + stored["low"][:, None, None]
+
+
+def as_stored(raw: Tensor) -> Tensor:
+    """(N, h, w) raw maps as the CAM cache gives them back (encoded, then decoded): what localize scored."""
+    return decode_maps(encode_maps(raw)).to(raw.device)

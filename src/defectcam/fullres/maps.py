@@ -38,6 +38,12 @@ def transform_average(network: nn.Module, images: Tensor, tta: str, identity_log
     return total / len(transforms)
 
 
+def stored_probabilities(probs: Tensor) -> Tensor:
+    """Probabilities at the precision the fullres cache keeps them (float16: half of float32's bytes), which is what
+    localize scored: whoever applies its thresholds to fresh maps rounds them here first."""
+    return probs.half()
+
+
 def probability_scoring_maps(probs: Tensor, size: tuple[int, int]) -> Tensor:
     """(N, h, w) probabilities -> float32 (N, H, W) in [0, 1] at the masks' size (bilinear, no min-max)."""
     probs = probs.float()

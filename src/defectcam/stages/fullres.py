@@ -30,7 +30,7 @@ from defectcam.cams.tta import tta_cams
 from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import ConfigError, StageOrderError, StaleInputError
 from defectcam.fullres import DECODER_METHODS, MASKS_LAYER, METHOD_SUPERVISIONS
-from defectcam.fullres.maps import batched_maps, probability_scoring_maps
+from defectcam.fullres.maps import batched_maps, probability_scoring_maps, stored_probabilities
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import seed_regions
 from defectcam.io import atomic_path, read_json, write_json
@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FULLRES_FORMAT = 1
 FOLDER, CACHE_NAME, META_NAME, SELECTION_NAME = "fullres", "fullres.pt", "fullres_meta.json", "selection.csv"
+# Settings added after decoders were first cached, at the value every earlier cache and decoder record implies: the
+# meta leaves a setting out at that value (so those caches stay fresh) and a record without it is read as that value.
+SETTINGS_ADDED_LATER: dict[str, Any] = {"deepest_layer": "layer4"}
 INFERENCE_SETTINGS = ("tta", "eval_batch_size")  # change the maps, not the trained decoders
 # fullres settings a method's training never reads: the weak decoder ignores the reference's encoder options,
 # and the reference (true masks) draws no seeds and has no starting CAM or negative-image rule of its own.
@@ -82,11 +85,8 @@ def fullres_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None:
     ckpt = best_checkpoint(cfg, data.problem)
     if not ckpt.is_file():
         raise StageOrderError(f"{ckpt}: no checkpoint; run the train stage first (make train / defectcam-train)")
-    settings = {k: v for k, v in to_plain(cfg.fullres).items() if k not in ("force", "figure_images")}
-    if settings.get("deepest_layer") == "layer4":
-        # Left out at its default: caches and decoders made before fullres.deepest_layer existed decode layer4, and
-        # stay valid.
-        del settings["deepest_layer"]
+    settings = {k: v for k, v in to_plain(cfg.fullres).items()
+                if k not in ("force", "figure_images") and not (k in SETTINGS_ADDED_LATER and v == SETTINGS_ADDED_LATER[k])}
     return {
         "format": FULLRES_FORMAT,
         "checkpoint_sha1": file_sha1(ckpt),
@@ -168,7 +168,7 @@ def load_decoder(folder: Path, method: str, net: torch.nn.Module) -> tuple[FullR
     try:
         network = FullResolutionNet(net, record["decoder_channels"], int(record.get("image_channels", 0)),
                                     bool(record.get("recipe", {}).get("train_encoder", False)),
-                                    str(record.get("deepest_layer", "layer4")))  # records before it existed: layer4
+                                    str(record.get("deepest_layer", SETTINGS_ADDED_LATER["deepest_layer"])))
         missing, unexpected = network.load_state_dict(record["decoder"], strict=False)  # the classifier is `net`'s own
     except (RuntimeError, ValueError) as error:  # a weight of another shape; blocks or a layer the network cannot have
         raise misfit from error
@@ -371,7 +371,7 @@ def decoder_maps(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, norma
         for method, decoder in chosen.items():
             network = networks[method]
             probs = batched_maps(network, images, int(cfg.fullres.eval_batch_size), str(cfg.fullres.tta), device)
-            maps[method] = {decoder.start: probs.half()}
+            maps[method] = {decoder.start: stored_probabilities(probs)}
         parts[part] = {"rows": torch.as_tensor(rows), "maps": maps}
     return parts
 
