@@ -70,12 +70,13 @@ def export_metadata(folder: Path, problem: int, entry: Entry, decision: float, n
     else:
         built = f"map = {entry.method} fusion of min-max({', '.join(names[1:])} upsampled)"
     rounded = " and ".join([*([f"{PROBABILITY} to float16"] if parts.decoder else []),
-                            *(["each raw CAM to float16 codes of its own range, (raw - min) / (max - min)"] if parts.cam_layers else [])])
+                            *(["each raw CAM to float16 codes of its own range, (raw - min) / (max - min) (a flat map's span: 1), "
+                                "decoded back"] if parts.cam_layers else [])])
     return {**localizer_identity(folder, entry, decision, sources, size), "problem": problem, "opset": opset,
             "normalization": [network.mean, network.std], "output_names": names,
             "input": f"{INPUT_NAME}: float32 (N, 1, {size}, {size}), gray in [0, 1], resized (area) to {size} px",
             "outputs": outputs,
-            "rule": f"defect where {MARGIN} > decision_threshold; round {rounded}, as localize's caches keep them; {built} "
+            "rule": f"defect where {MARGIN} > decision_threshold; round {rounded}, the precision localize's caches keep; {built} "
                     f"(bilinear to the image's size); mask = map >= threshold"
                     f"{', emptied where not defect' if entry.gate == 'classifier' else ''}"
                     f"{', then the ellipse post-process (not in the graph)' if entry.postprocess == 'ellipse' else ''}"}
