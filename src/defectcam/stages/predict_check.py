@@ -24,10 +24,11 @@ from defectcam.stages.localize import entries_for, probability_maps, recorded_de
 
 
 def localize_maps(cfg: DictConfig, data: ProblemData, folder: Path, part: str, method: str, layer: str,
-                  cache: dict[str, Any] | None = None) -> torch.Tensor:
+                  cache: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> torch.Tensor:
     """One entry's scoring maps of a part as localize builds them from the caches (`cache`: the part's CAM cache,
-    when the caller has read it), a product gated at the decoder threshold its localization.csv rows record."""
-    meta = json.loads((folder / "localization_meta.json").read_text())
+    `meta`: localization_meta.json, when the caller has read them), a product gated at the decoder threshold its
+    localization.csv rows record."""
+    meta = json.loads((folder / "localization_meta.json").read_text()) if meta is None else meta
     cache = load_cam_cache(folder)[part] if cache is None else cache
     probabilities = probability_maps(folder, meta, part, cache["rows"], torch.device("cpu"))
     decoder_threshold = recorded_decoder_threshold(pd.read_csv(folder / "localization.csv"), method, layer)
@@ -45,7 +46,7 @@ def compare_with_localize(cfg: DictConfig, data: ProblemData, folder: Path, pred
     entry = rows.iloc[0]
     meta = json.loads((folder / "localization_meta.json").read_text())
     cache = load_cam_cache(folder)[part]
-    maps = localize_maps(cfg, data, folder, part, str(entry["method"]), str(entry["layer"]), cache)
+    maps = localize_maps(cfg, data, folder, part, str(entry["method"]), str(entry["layer"]), cache, meta)
     expected = predicted_masks(maps, float(entry["threshold"]), str(entry["postprocess"])).numpy()
     decision = float(meta["decision_threshold"])
     keep = (cache["logit_margin"] > decision).numpy()
