@@ -1,6 +1,7 @@
 """Regenerate the README's real-DAGM section from the seed runs of `dagm_cpu` (numbers only from their own files).
 
-    .venv/bin/python scripts/real_results.py outputs/dagm_cpu_seeds [--grid predicted/] [--untimed 0,1]
+    .venv/bin/python scripts/real_results.py outputs/dagm_cpu_seeds [--grid predicted/] [--untimed 0,1] \
+        [--ref-speed 2=15.27/15.65]
 
 Reads every finished seed_<k> folder (problem 1), rewrites the text between the README's `<!-- real:start -->`
 and `<!-- real:end -->` markers: classification per seed with mean ± std beside the reference study's quoted
@@ -8,7 +9,9 @@ result, and localization per seed (test, thresholds chosen on validation, 95 % b
 full-resolution entry, the CAM entry validation ranks first, the best CAM entry on test (an upper bound, not a
 protocol result), the fully supervised reference and the best baseline; with --grid, the overlay grid of a
 predict run on the real test images is copied to scripts/readme/. A training time is a run's own wall clock: seeds
-named by --untimed (paused, or sharing the machine) show none, since their wall clock measures the machine.
+named by --untimed (paused, or sharing the machine) show none, since their wall clock measures the machine. With
+--ref-speed SEED=BEFORE/AFTER (what ref_speed.py printed just before and just after that seed's run) it is also given
+in bare-image equivalents, wall x the mean of the two, the unit the project's time budgets use.
 """
 
 from __future__ import annotations
@@ -46,13 +49,21 @@ def with_interval(row: pd.Series, score: str = "miou") -> str:
     return f"{row[score]:.3f} [{row[f'{score}_ci_low']:.3f}, {row[f'{score}_ci_high']:.3f}]"
 
 
-def train_cell(seconds: float, best_epoch: int, epochs: int, timed: bool) -> str:
-    """The table's training cell: wall seconds only for a run timed alone."""
-    return f"{seconds:.0f} s ({best_epoch} of {epochs})" if timed else f"not timed alone ({best_epoch} of {epochs})"
+def train_cell(seconds: float, best_epoch: int, epochs: int, timed: bool, speeds: tuple[float, float] | None = None) -> str:
+    """The table's training cell: a time only for a run timed alone, in bare-image equivalents when its ref_speed
+    readings (before, after) are given."""
+    if not timed:
+        return f"not timed alone ({best_epoch} of {epochs})"
+    if speeds is None:
+        return f"{seconds:.0f} s wall, no ref_speed ({best_epoch} of {epochs})"
+    return f"{seconds:.0f} s = {round(seconds * sum(speeds) / 2, -1):,.0f} eq. ({best_epoch} of {epochs})"
 
 
-def classification(folders: dict[int, Path], untimed: frozenset[int] = frozenset()) -> tuple[list[str], pd.DataFrame]:
-    """Markdown lines of the classification table, and its rows (seeds in untimed get no training time)."""
+def classification(folders: dict[int, Path], untimed: frozenset[int] = frozenset(),
+                   speeds: dict[int, tuple[float, float]] | None = None) -> tuple[list[str], pd.DataFrame]:
+    """Markdown lines of the classification table, and its rows (seeds in untimed get no training time; `speeds`:
+    each timed seed's ref_speed readings before and after its run)."""
+    speeds = speeds or {}
     rows = []
     for seed, folder in folders.items():
         m = read_json(folder / "problem_1" / "metrics.json")
@@ -61,13 +72,13 @@ def classification(folders: dict[int, Path], untimed: frozenset[int] = frozenset
                                                          "decision_threshold")},
                      "epochs": summary["epochs"], "best_epoch": summary["best_epoch"] + 1, "train_time_s": summary["train_time_s"]})
     frame = pd.DataFrame(rows).apply(pd.to_numeric)  # a null score (metrics.json) becomes NaN, not None
-    lines = ["| run | accuracy | balanced accuracy | AUC-ROC | confusion [[tn, fp], [fn, tp]] | decision threshold | train (best epoch) |",
+    lines = ["| run | accuracy | balanced accuracy | AUC-ROC | confusion [[tn, fp], [fn, tp]] | decision threshold | train: wall = bare-image equivalents (best epoch) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in frame.iterrows():
         n = {k: int(r[k]) for k in ("seed", "tn", "fp", "fn", "tp", "best_epoch", "epochs")}  # iterrows gives floats
         lines.append(f"| seed {n['seed']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | {r['auc_roc']:.3f} | "
                      f"[[{n['tn']}, {n['fp']}], [{n['fn']}, {n['tp']}]] | {r['decision_threshold']:.3g} | "
-                     f"{train_cell(r['train_time_s'], n['best_epoch'], n['epochs'], n['seed'] not in untimed)} |")
+                     f"{train_cell(r['train_time_s'], n['best_epoch'], n['epochs'], n['seed'] not in untimed, speeds.get(n['seed']))} |")
     lines.append(f"| mean ± std | {mean_std(frame['accuracy'])} | {mean_std(frame['balanced_accuracy'])} | "
                  f"{mean_std(frame['auc_roc'])} | | | |")
     lines.append("| reference study (quoted, not measured here: its own 70/15/15 split of all 1150 images, ImageNet weights, "
@@ -135,14 +146,20 @@ def localization(folders: dict[int, Path]) -> list[str]:
     return lines
 
 
-def section(parent: Path, grid: bool, untimed: frozenset[int] = frozenset()) -> str:
+def section(parent: Path, grid: bool, untimed: frozenset[int] = frozenset(),
+            speeds: dict[int, tuple[float, float]] | None = None) -> str:
     folders = seed_folders(parent)
+    speeds = speeds or {}
     if not folders:
         fail(f"{parent} holds no finished seed_<k> folder")
-    unknown = sorted(untimed - set(folders))
-    if unknown:
-        fail(f"--untimed names seed(s) {unknown} that {parent} has no finished run of")
-    class_lines, _ = classification(folders, untimed)
+    for option, seeds in (("--untimed", untimed), ("--ref-speed", set(speeds))):
+        unknown = sorted(set(seeds) - set(folders))
+        if unknown:
+            fail(f"{option} names seed(s) {unknown} that {parent} has no finished run of")
+    both = sorted(untimed & set(speeds))
+    if both:
+        fail(f"--ref-speed and --untimed both name seed(s) {both}: a run not timed alone has no training time to convert")
+    class_lines, _ = classification(folders, untimed, speeds)
     return "\n".join([
         START,
         *class_lines,
@@ -158,16 +175,30 @@ def seed_list(text: str) -> frozenset[int]:
     return frozenset(int(part) for part in text.split(",") if part.strip())
 
 
+def speed_pairs(text: str) -> dict[int, tuple[float, float]]:
+    """'0=14.98/14.49,2=15.27/15.65' -> {seed: (before, after)}; argparse turns a ValueError into one line and exit 2."""
+    pairs = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        seed, _, readings = item.partition("=")
+        before, _, after = readings.partition("/")
+        pairs[int(seed)] = (float(before), float(after))
+        if min(pairs[int(seed)]) <= 0:
+            raise ValueError(item)
+    return pairs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("parent", type=Path, help="the folder of the seed_<k> runs (make seeds EXPERIMENT=dagm_cpu)")
     parser.add_argument("--grid", type=Path, default=None, help="a PNG grid of predict's overlays to show")
     parser.add_argument("--untimed", type=seed_list, default=frozenset(),
                         help="comma-separated seeds whose runs were not timed alone (no training time is shown)")
+    parser.add_argument("--ref-speed", type=speed_pairs, default={},
+                        help="SEED=BEFORE/AFTER,...: ref_speed.py just before and after each timed seed's run")
     args = parser.parse_args()
     readme = REPO / "README.md"
     head, _, tail = split_block("real_results", readme, START, END)
-    block = section(args.parent, args.grid is not None, args.untimed)  # every check before anything is written
+    block = section(args.parent, args.grid is not None, args.untimed, args.ref_speed)  # every check before anything is written
     if args.grid:
         save_grid(args.grid, GRID)
     write_block(readme, head, block, tail)
