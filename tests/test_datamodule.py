@@ -152,3 +152,39 @@ def test_seeded_augmentation_draws_all_eight_orientations(problem_data) -> None:
     dm = DefectDataModule(problem_data, 0.5, 0.25, batch_size=4, augment=train_augmentation(["flips", "rot90"]))
     drawn = [i for _ in range(4) for ids in orientations(dm, list(dm.train_dataloader())) for i in ids]
     assert sorted(set(drawn)) == list(range(8))
+
+
+def test_the_worker_count_is_part_of_the_seeded_run(problem_data) -> None:
+    """Why datamodule_for keeps data.num_workers above the CPU count: each worker draws its own augmentations, so
+    the same seed with another count gives other batches."""
+
+    def drawn(num_workers: int) -> list[list[int]]:
+        torch.manual_seed(0)
+        dm = DefectDataModule(problem_data, 0.5, 0.25, batch_size=4, num_workers=num_workers,
+                              augment=train_augmentation(["flips", "rot90"]))
+        return orientations(dm, list(dm.train_dataloader()))
+
+    assert drawn(1) != drawn(2)
+
+
+def test_more_workers_than_cpus_is_kept_and_said_once_without_torchs_warning(problem_data, compose_cfg, monkeypatch,
+                                                                             caplog) -> None:
+    import warnings
+
+    from defectcam.stages import common
+    from defectcam.stages.shell import quiet_known_warnings
+
+    monkeypatch.setattr(common.os, "cpu_count", lambda: 1)
+    cfg = compose_cfg("data.num_workers=2", "data.augment=[flips]")
+    with caplog.at_level("INFO", logger=common.__name__):
+        dm = common.datamodule_for(cfg, problem_data, (0.5, 0.25))
+    assert dm.num_workers == 2
+    assert [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()] == [
+        "data.num_workers=2 exceeds os.cpu_count()=1: kept, since each loader worker draws its own seeded "
+        "augmentation (another count gives another, equally valid run); lower it if loading stalls"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_warnings()
+        warnings.warn("This DataLoader will create 2 worker processes in total. Our suggested max number of worker "
+                      "in current system is 1, which is smaller than what this DataLoader is going to create.")
+    assert caught == []
