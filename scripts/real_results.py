@@ -10,7 +10,7 @@ full-resolution entry, the CAM entry validation ranks first, the best CAM entry 
 protocol result), the fully supervised reference and the best baseline; with --grid, the overlay grid of a
 predict run on the real test images is copied to scripts/readme/. A training time is a run's own wall clock: seeds
 named by --untimed (paused, or sharing the machine) show none, since their wall clock measures the machine. With
---ref-speed SEED=BEFORE/AFTER (what ref_speed.py printed just before and just after that seed's run) it is also given
+--ref-speed SEED=BEFORE/AFTER (what benchmarks/reference_speed.py printed just before and just after that seed's run) it is also given
 in bare-image equivalents, wall x the mean of the two, the unit the project's time budgets use.
 """
 
@@ -194,7 +194,7 @@ def main() -> int:
     parser.add_argument("--untimed", type=seed_list, default=frozenset(),
                         help="comma-separated seeds whose runs were not timed alone (no training time is shown)")
     parser.add_argument("--ref-speed", type=speed_pairs, default={},
-                        help="SEED=BEFORE/AFTER,...: ref_speed.py just before and after each timed seed's run")
+                        help="SEED=BEFORE/AFTER,...: benchmarks/reference_speed.py just before and after each timed seed's run")
     args = parser.parse_args()
     readme = REPO / "README.md"
     head, _, tail = split_block("real_results", readme, START, END)

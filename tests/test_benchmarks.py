@@ -80,3 +80,9 @@ def test_fullres_benchmark_exports_the_cams_it_compares_with() -> None:
     # --onnx-cams: compute_cams exported (backward pass inside the graph) and timed beside the exported map
     assert lines[6].startswith("  compute_cams exported too, in onnxruntime: ") and "x compute_cams)" in lines[6]
     assert "the exported map / the exported CAMs: " in lines[6]
+
+
+def test_reference_speed_prints_images_per_second() -> None:
+    """The unit of every time budget: one positive number, images per second."""
+    (line,) = run_benchmark("reference_speed.py", "1")
+    assert float(line) > 0
