@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -167,24 +168,37 @@ def test_the_worker_count_is_part_of_the_seeded_run(problem_data) -> None:
     assert drawn(1) != drawn(2)
 
 
-def test_more_workers_than_cpus_is_kept_and_said_once_without_torchs_warning(problem_data, compose_cfg, monkeypatch,
-                                                                             caplog) -> None:
+def test_more_workers_than_cpus_is_kept_and_said_once_in_place_of_torchs_warning(problem_data, compose_cfg, monkeypatch,
+                                                                                caplog) -> None:
     import warnings
 
-    from defectcam.stages import common
+    from torch.utils.data import DataLoader
+
+    from defectcam.stages import train
     from defectcam.stages.shell import quiet_known_warnings
 
-    monkeypatch.setattr(common.os, "cpu_count", lambda: 1)
-    cfg = compose_cfg("data.num_workers=2", "data.augment=[flips]")
-    with caplog.at_level("INFO", logger=common.__name__):
-        dm = common.datamodule_for(cfg, problem_data, (0.5, 0.25))
-    assert dm.num_workers == 2
-    assert [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()] == [
-        "data.num_workers=2 exceeds os.cpu_count()=1: kept, since each loader worker draws its own seeded "
-        "augmentation (another count gives another, equally valid run); lower it if loading stalls"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        quiet_known_warnings()
-        warnings.warn("This DataLoader will create 2 worker processes in total. Our suggested max number of worker "
-                      "in current system is 1, which is smaller than what this DataLoader is going to create.")
-    assert caught == []
+    monkeypatch.setattr(train, "usable_cpus", lambda: 2)
+
+    def said(*overrides: str) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger=train.__name__):
+            datamodule = train.train_datamodule(compose_cfg("data.augment=[flips]", *overrides), problem_data, (0.5, 0.25))
+        assert datamodule.num_workers == int(overrides[0].split("=")[1])  # kept as asked
+        return [r.getMessage() for r in caplog.records if "num_workers" in r.getMessage()]
+
+    assert said("data.num_workers=3") == [
+        "data.num_workers=3 exceeds the 2 CPUs this process may use: kept, since each loader worker draws its own "
+        "seeded augmentation (another count gives another, equally valid run); lower it if loading stalls"]
+    assert said("data.num_workers=2") == []
+    assert said("data.num_workers=3", "data.augment=[]") == []  # no augmentation, nothing the count changes
+
+    def torch_warnings(quiet: bool) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if quiet:
+                quiet_known_warnings()
+            DataLoader(range(4), num_workers=len(os.sched_getaffinity(0)) + 1)  # torch checks the count on creation
+        return [str(w.message) for w in caught]
+
+    assert any("worker processes" in message for message in torch_warnings(quiet=False))
+    assert torch_warnings(quiet=True) == []

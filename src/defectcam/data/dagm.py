@@ -31,6 +31,13 @@ def index_dagm(root: str | Path, problems: Iterable[int] | None = None) -> pd.Da
     return pd.DataFrame.from_records(records, columns=COLUMNS)
 
 
+def labels_file(root: str | Path, problem: int, split: str) -> Path:
+    """The Labels.txt that index_dagm reads for one problem's split (the same case-insensitive lookup)."""
+    split_dir = _split_dir(Path(root), problem, split)
+    label_dir = _find_child(split_dir, "Label")
+    return (_find_child(label_dir, "Labels.txt") if label_dir else None) or split_dir / "Label" / "Labels.txt"
+
+
 def discover_problems(root: Path) -> list[int]:
     """The class numbers of the `ClassN` folders under root."""
     found = sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _CLASS_DIR.match(p.name)))

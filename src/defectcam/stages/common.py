@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -21,9 +20,6 @@ from defectcam.stages.settings import classifier_change, hydra_value, output_dir
 if TYPE_CHECKING:
     from defectcam.data.datamodule import DefectDataModule
     from defectcam.models.module import DefectClassifier
-
-log = logging.getLogger(__name__)
-
 
 def inference_device(cfg: DictConfig) -> torch.device:
     """CUDA where training runs on CUDA (trainer.accelerator gpu/cuda, or auto with a GPU present), else the CPU."""
@@ -58,17 +54,12 @@ def datamodule_for(cfg: DictConfig, data: ProblemData, normalization: tuple[floa
     # importing this module would pay before it could report a bad setting.
     from defectcam.data.datamodule import DefectDataModule, train_augmentation
 
-    workers, cpus = int(cfg.data.num_workers), os.cpu_count() or 1
-    if workers > cpus:  # torch's own warning about it is silenced (shell._QUIET): this line says why it stays
-        log.info("data.num_workers=%d exceeds os.cpu_count()=%d: kept, since each loader worker draws its own seeded "
-                 "augmentation (another count gives another, equally valid run); lower it if loading stalls",
-                 workers, cpus)
     return DefectDataModule(
         data,
         *normalization,
         batch_size=int(cfg.data.batch_size),
         eval_batch_size=int(cfg.data.eval_batch_size),
-        num_workers=workers,
+        num_workers=int(cfg.data.num_workers),
         augment=train_augmentation([str(name) for name in cfg.data.augment]),
         pin_memory=cfg.trainer.accelerator in ("gpu", "cuda"),
     )

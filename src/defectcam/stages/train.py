@@ -143,7 +143,17 @@ def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[fl
     if use_device_cache(cfg.data.device_cache, str(cfg.trainer.accelerator)):
         datamodule.device_images = DeviceImages(data, *normalization, augment=[str(a) for a in cfg.data.augment],
                                                 jitter_limit=JITTER_LIMIT)
+    elif cfg.data.augment and datamodule.num_workers > usable_cpus():
+        # torch's own warning about it is silenced (shell._QUIET): this line says why the count stays
+        log.info("data.num_workers=%d exceeds the %d CPUs this process may use: kept, since each loader worker draws "
+                 "its own seeded augmentation (another count gives another, equally valid run); lower it if loading "
+                 "stalls", datamodule.num_workers, usable_cpus())
     return datamodule
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as torch's DataLoader counts them), else the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _shown(value: float | None) -> str:
