@@ -67,3 +67,23 @@ def test_changed_setting_is_detected_not_mixed(dagm_root: Path, tmp_path: Path) 
     ensure_split(index, tmp_path / "p1", OFFICIAL)
     with pytest.raises(ConfigError, match=r"split.json: .*seed was 0, now 5"):
         ensure_split(index, tmp_path / "p1", SplitSettings("official", 5, 0.25, 0.15))
+
+
+def test_the_split_reads_labels_never_masks(tmp_path: Path) -> None:
+    """Weak supervision: train masks must not reach the decoder, so they must not choose the train part either (a
+    split stratified by defect area would). Every mask redrawn at another size and place leaves the split as it was."""
+    import numpy as np
+
+    from dagm_tree import make_tree, write_png
+
+    def parts(root: Path, name: str) -> pd.Series:
+        return ensure_split(index_dagm(root), tmp_path / name, OFFICIAL).set_index("image_id")["part"]
+
+    small, large = make_tree(tmp_path / "small", n_train=40, n_test=20), make_tree(tmp_path / "large", n_train=40, n_test=20)
+    masks = sorted((large / "Class1").glob("*/Label/*_label.PNG"))
+    assert len(masks) == 15
+    for number, path in enumerate(masks):
+        grown = np.zeros((32, 32), np.uint8)
+        grown[number % 8: number % 8 + 20, 4:28] = 255  # another size and place for each
+        write_png(path, grown)
+    assert parts(small, "a").equals(parts(large, "b"))
