@@ -139,6 +139,38 @@ def test_the_exported_file_alone_predicts_as_the_run_folder_does(exported: dict[
         assert (tmp_path / "alone" / mask).read_bytes() == (tmp_path / "run" / mask).read_bytes(), mask
 
 
+def test_the_exported_program_alone_predicts_as_pytorch_does(exported: dict[str, Any], pipeline: dict[str, Any],
+                                                             compose_cfg, tmp_path: Path) -> None:
+    """predict.model on a copy of localizer.pt2 alone runs torch.export's program in PyTorch (no onnxruntime): the
+    masks and decisions of predict.backend=torch from the run folder."""
+    deployed = tmp_path / "deployed"
+    deployed.mkdir()
+    shutil.copy(exported["folder"] / "localizer.pt2", deployed)
+    images = f"predict.input={class1_test_folder(pipeline)}"
+    run_predict(compose_cfg(*exported["overrides"], images, f"predict.output={tmp_path / 'run'}", "predict.backend=torch"))
+    # the folder holds only the .pt2, so it is the one chosen; predict.backend may repeat its own (torch)
+    run_predict(compose_cfg(f"predict.model={deployed}", f"paths.output_dir={tmp_path / 'no_run'}", images,
+                            f"predict.output={tmp_path / 'alone'}", "predict.backend=torch"))
+    run_rows, alone_rows = (pd.read_csv(tmp_path / name / "predictions.csv") for name in ("run", "alone"))
+    assert list(alone_rows["image"]) == list(run_rows["image"]) and list(alone_rows["defect"]) == list(run_rows["defect"])
+    assert np.abs(alone_rows["logit_margin"] - run_rows["logit_margin"]).max() <= 1e-4
+    assert list(alone_rows["mask_pixels"]) == list(run_rows["mask_pixels"]) and run_rows["mask_pixels"].sum() > 0
+    for mask in run_rows["mask"]:
+        assert (tmp_path / "alone" / mask).read_bytes() == (tmp_path / "run" / mask).read_bytes(), mask
+    garbage = tmp_path / "garbage.pt2"
+    garbage.write_bytes(b"not a program")
+    (tmp_path / "model.bin").write_bytes(b"")
+    io = (images, f"predict.output={tmp_path / 'o'}", f"paths.output_dir={tmp_path / 'r'}")
+    for extra, error, message in (
+        ((f"predict.model={deployed / 'localizer.pt2'}", "predict.backend=onnx"), ConfigError, "with its own backend 'torch'"),
+        ((f"predict.model={garbage}",), ModelError, "garbage.pt2: torch.export cannot load it"),
+        ((f"predict.model={tmp_path / 'model.bin'}",), ConfigError, "model.bin is neither localizer.onnx nor localizer.pt2"),
+    ):
+        with pytest.raises(error, match=message):
+            run_predict(compose_cfg(*io, *extra))
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_exported_file_predict_cannot_read_alone_is_one_line(exported: dict[str, Any], pipeline: dict[str, Any],
                                                                 compose_cfg, tmp_path: Path) -> None:
     original = exported["folder"] / "localizer.onnx"

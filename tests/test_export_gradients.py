@@ -88,7 +88,7 @@ def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: 
     exported = {"onnx": OnnxLocalizer(tmp_path / "l.onnx")}
     assert exported["onnx"].output_names == parts.output_names()
     if case == "product, one shared pass":  # torch.export's file, from the same traced graph
-        write_program(graph, tmp_path / "l.pt2", SIZE, {})
+        write_program(graph, tmp_path / "l.pt2", SIZE, standalone_metadata(method, layer, parts))
         exported["pt2"] = torch.export.load(tmp_path / "l.pt2").module()
     for batch in (1, 4):  # traced at 2, checked at 3 by write_onnx
         gray = torch.rand(batch, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(batch))
@@ -104,16 +104,17 @@ def test_an_entry_with_cams_exports_as_pytorch_computes_it(case: str, tmp_path: 
                 assert error <= 1e-4, (backend, name, error)
     # predict.model: the file alone, its entry and fusion read back from its metadata, maps as predict makes them
     gray = torch.rand(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
-    asked = {"entry": None, "model": str(tmp_path / "l.onnx"), "gate": None, "postprocess": None, "backend": None}
-    problem, alone = model_predictor(OmegaConf.create({"predict": asked}))
-    assert problem == 4 and alone.parts == parts and alone.entry.decoder_threshold == (0.25 if parts.decoder else None)
-    run = Predictor(network, parts, alone.entry, 0.0, SIZE, FUSIONS)
-    (margins, maps), (run_margins, run_maps) = alone.maps(gray), run.maps(gray)
-    assert float((margins - run_margins).abs().max()) <= 1e-4
-    for j in range(3):
-        got, want = maps[j]((48, 40)), run_maps[j]((48, 40))
-        assert got.shape == (1, 48, 40) and float(want.amax()) > 0
-        assert float((got - want).abs().mean()) <= 1e-3, j
+    for name in ("l.onnx", *(["l.pt2"] if "pt2" in exported else [])):  # the .pt2 runs in PyTorch, no onnxruntime
+        asked = {"entry": None, "model": str(tmp_path / name), "gate": None, "postprocess": None, "backend": None}
+        problem, alone = model_predictor(OmegaConf.create({"predict": asked}))
+        assert problem == 4 and alone.parts == parts and alone.entry.decoder_threshold == (0.25 if parts.decoder else None)
+        run = Predictor(network, parts, alone.entry, 0.0, SIZE, FUSIONS)
+        (margins, maps), (run_margins, run_maps) = alone.maps(gray), run.maps(gray)
+        assert float((margins - run_margins).abs().max()) <= 1e-4, name
+        for j in range(3):
+            got, want = maps[j]((48, 40)), run_maps[j]((48, 40))
+            assert got.shape == (1, 48, 40) and float(want.amax()) > 0
+            assert float((got - want).abs().mean()) <= 1e-3, (name, j)
     if cam_tta != "none":  # the TTA is in the graph: the exported CAM is not the plain one
         network.cam_tta = network.decoder_tta = "none"
         plain = network(gray)[-1]

@@ -1,4 +1,5 @@
-"""An exported localizer.onnx in onnxruntime on the CPU, after checking its metadata against what it must stand for."""
+"""An exported localizer on the CPU: localizer.onnx in onnxruntime, after checking its metadata against what it must
+stand for, or localizer.pt2 (torch.export's program) in PyTorch, which needs no extra package."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor
 
 from defectcam.errors import ConfigError, ModelError, StaleInputError, one_line
-from defectcam.export import INPUT_NAME
+from defectcam.export import INPUT_NAME, SIDECAR
 
 
 def metadata_text(value: Any) -> str:
@@ -55,6 +56,43 @@ class OnnxLocalizer:
             raise ModelError(f"{self.path}: onnxruntime could not run it on a batch of {list(gray.shape)} "
                              f"({type(exc).__name__}: {one_line(exc, 200)})") from exc
         return tuple(torch.from_numpy(output) for output in outputs)
+
+
+class ProgramLocalizer:
+    """An exported localizer.pt2 (torch.export's program, its metadata as the extra file localizer.json) in PyTorch on
+    the CPU, called as OnnxLocalizer is: gray (N, 1, S, S) in [0, 1] -> its outputs, in the metadata's order.
+
+    The program is the graph the ONNX file was translated from (a CAM's backward pass traced into it), so it needs
+    neither onnxruntime nor autograd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        extra = {SIDECAR: ""}
+        try:
+            program = torch.export.load(str(self.path), extra_files=extra)
+        except Exception as exc:  # torch's own (a truncated or foreign file): one line naming the file
+            raise ModelError(f"{self.path}: torch.export cannot load it ({type(exc).__name__}: {one_line(exc, 200)})") from exc
+        try:
+            stored = json.loads(extra[SIDECAR])
+        except ValueError:
+            stored = None
+        if not isinstance(stored, dict):
+            raise ModelError(f"{self.path}: its {SIDECAR} is missing or not a JSON object; re-export it with defectcam-export")
+        self.metadata = {str(key): metadata_text(value) for key, value in stored.items()}
+        self.output_names = [str(name) for name in stored.get("output_names", [])]
+        self.inputs = [(node.name, list(node.meta["val"].shape)) for node in program.graph.nodes
+                       if node.op == "placeholder" and node.name in program.graph_signature.user_inputs]
+        self.outputs = len(program.graph_signature.user_outputs)
+        self.module = program.module()
+
+    def __call__(self, gray: Tensor) -> tuple[Tensor, ...]:
+        try:
+            with torch.no_grad():
+                outputs = self.module(gray.detach().float().cpu().contiguous())
+        except Exception as exc:  # a guard of the program (a size it was not exported for): one line naming the file
+            raise ModelError(f"{self.path}: its program could not run on a batch of {list(gray.shape)} "
+                             f"({type(exc).__name__}: {one_line(exc, 200)})") from exc
+        return tuple(output.detach() for output in outputs)
 
 
 def load_onnx_localizer(path: Path, expected: dict[str, Any], output_names: list[str]) -> OnnxLocalizer:

@@ -1,11 +1,11 @@
-"""predict.model: an exported localizer.onnx applied on its own, with no experiment folder, checkpoint or localize
-table.
+"""predict.model: an exported localizer applied on its own, with no experiment folder, checkpoint or localize table:
+localizer.onnx in onnxruntime, or localizer.pt2 (torch.export's program of the same graph) in PyTorch.
 
 The file's metadata (written by defectcam-export, docs/export.md) hold everything predict needs besides the graph:
 the problem, the entry, its thresholds, the gate's decision threshold, the input size, the post-process, and what
 the outputs are (a decoder's probabilities, one CAM method's raw maps at its layers, a fusion's mode). A deployment
-machine still runs defectcam itself (its predict code, torch, Hydra) with onnxruntime on the CPU, but needs
-nothing of the run; what the run folder would add is the check that the file is still the run's choice, which
+machine still runs defectcam itself (its predict code, torch, Hydra), with onnxruntime for the ONNX file, on the
+CPU, but needs nothing of the run; what the run folder would add is the check that the file is still the run's choice, which
 `predict.backend=onnx` makes when the run folder is there.
 """
 
@@ -30,13 +30,20 @@ from defectcam.stages.predict import MIN_SIDE, Entry, Predictor
 from defectcam.stages.settings import DAGM_PROBLEMS
 
 
+BACKENDS = {".onnx": "onnx", ".pt2": "torch"}  # an exported file's suffix -> the predict.backend that runs it
+
+
 def model_path(value: Any) -> Path:
-    """predict.model as a localizer.onnx path: the file itself, or an export folder holding it (else one line)."""
+    """predict.model as an exported file: localizer.onnx or localizer.pt2 itself, or an export folder holding one
+    (localizer.onnx first); else one line."""
     path = Path(str(value)).expanduser()
     if path.is_dir():
-        path = path / FILES["onnx"]
+        path = next((path / name for name in (FILES["onnx"], FILES["torch"]) if (path / name).is_file()), path / FILES["onnx"])
     if not path.is_file():
-        raise ConfigError(f"predict.model: {path} does not exist (give an exported {FILES['onnx']} or the folder holding it)")
+        raise ConfigError(f"predict.model: {path} does not exist (give an exported {FILES['onnx']} or {FILES['torch']}, "
+                          "or the folder holding one)")
+    if path.suffix.lower() not in BACKENDS:
+        raise ConfigError(f"predict.model: {path} is neither {FILES['onnx']} nor {FILES['torch']} (by its suffix)")
     return path
 
 
@@ -107,38 +114,45 @@ def stored_entry(path: Path, stored: dict[str, str]) -> tuple[int, Entry, float,
 
 def check_asked(cfg: DictConfig, path: Path, entry: Entry) -> None:
     """predict.* settings a file fixes may be left unset or repeat the file's value; anything else is one line (a
-    threshold chosen under one gate or post-process is not the protocol's under another)."""
+    threshold chosen under one gate or post-process is not the protocol's under another; a file runs on its own
+    backend)."""
     if cfg.predict.entry is not None:
         raise ConfigError("predict.entry: an exported file (predict.model) applies its own entry; leave predict.entry unset")
-    for key, value in (("gate", entry.gate), ("postprocess", entry.postprocess), ("backend", "onnx")):
+    backend = BACKENDS[path.suffix.lower()]
+    for key, value in (("gate", entry.gate), ("postprocess", entry.postprocess), ("backend", backend)):
         asked = cfg.predict[key]
         if asked is not None and str(asked) != value:
             raise ConfigError(f"predict.{key}: {asked!r}, but predict.model runs {path} with its own {key} {value!r}; leave "
                               f"predict.{key} unset, or export the entry you want (make export)")
 
 
-def check_graph(path: Path, session: Any, size: int) -> None:
-    """The graph takes what the metadata say: one input `gray` of (N, 1, size, size)."""
-    inputs = session.get_inputs()
-    shape = list(inputs[0].shape) if len(inputs) == 1 else []
-    if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(shape) != 4 or shape[1:] != [1, size, size]:
-        found = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+def check_graph(path: Path, inputs: list[tuple[str, list[Any]]], size: int) -> None:
+    """The graph takes what the metadata say: one input `gray` of (N, 1, size, size) (`inputs`: (name, shape) each)."""
+    shape = inputs[0][1] if len(inputs) == 1 else []
+    if len(inputs) != 1 or inputs[0][0] != INPUT_NAME or len(shape) != 4 or shape[1:] != [1, size, size]:
+        found = ", ".join(f"{name} {shape}" for name, shape in inputs)
         raise ModelError(f"{path}: its graph takes {found}, not {INPUT_NAME} [N, 1, {size}, {size}] as its metadata "
                          "(image_size) say; re-export it with defectcam-export")
 
 
 def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
-    """predict.model's file as (its DAGM problem, a Predictor over it in onnxruntime); one line for a file that is
-    missing, not an exported localizer, or whose metadata disagree with its graph, and for predict.* settings that
-    ask for another entry."""
+    """predict.model's file as (its DAGM problem, a Predictor over it in onnxruntime, or in PyTorch for a .pt2); one
+    line for a file that is missing, not an exported localizer, or whose metadata disagree with its graph, and for
+    predict.* settings that ask for another entry."""
     path = model_path(cfg.predict.model)
-    from defectcam.export.runtime import OnnxLocalizer  # onnxruntime is an optional extra
+    from defectcam.export.runtime import OnnxLocalizer, ProgramLocalizer  # onnxruntime is an optional extra
 
-    localizer = OnnxLocalizer(path)
+    localizer: OnnxLocalizer | ProgramLocalizer
+    if BACKENDS[path.suffix.lower()] == "onnx":
+        localizer = OnnxLocalizer(path)
+        inputs = [(i.name, list(i.shape)) for i in localizer.session.get_inputs()]
+    else:
+        localizer = ProgramLocalizer(path)
+        inputs = [(name, ["N" if not isinstance(dim, int) else dim for dim in shape]) for name, shape in localizer.inputs]
     stored = localizer.metadata
     problem, entry, decision, size, fusions = stored_entry(path, stored)
     check_asked(cfg, path, entry)
-    check_graph(path, localizer.session, size)
+    check_graph(path, inputs, size)
     parts = entry_parts(entry.method, entry.layer, fusions)
     if parts.cam_method is not None:  # what the graph's CAMs are: a known method at the entry's own layers
         cam = (stored_value(path, stored, "cam_method", str), tuple(map(str, stored_value(path, stored, "cam_layers", list))))
@@ -146,6 +160,9 @@ def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
             raise ModelError(f"{path}: metadata cam_method={cam[0]!r}, cam_layers={list(cam[1])} do not make the entry "
                              f"{entry.method}/{entry.layer}; re-export it with defectcam-export")
     names = parts.output_names()
+    if isinstance(localizer, ProgramLocalizer) and localizer.outputs != len(names):
+        raise ModelError(f"{path}: its program has {localizer.outputs} outputs, but its entry {entry.method}/{entry.layer} "
+                         f"is made of {', '.join(names)}; re-export it with defectcam-export")
     if localizer.output_names != names or stored_value(path, stored, "output_names", list) != names:
         raise ModelError(f"{path}: outputs {', '.join(localizer.output_names)}, but its entry {entry.method}/{entry.layer} "
                          f"is made of {', '.join(names)}; re-export it with defectcam-export")
