@@ -98,6 +98,12 @@ class EntryNetwork(nn.Module):
         # holds no weight gradient), BatchNorm statistics and no dropout, as localize scored.
         self.requires_grad_(False).eval()
 
+    @classmethod
+    def from_sources(cls, classifier: nn.Module, normalization: tuple[float, float], sources: EntrySources,
+                     decoder: nn.Module | None = None) -> EntryNetwork:
+        """The network that makes an entry's sources as localize scored them (`sources`: its parts, target and TTAs)."""
+        return cls(classifier, normalization, sources.parts, sources.target, sources.cam_tta, decoder, sources.decoder_tta)
+
     @property
     def classifier(self) -> nn.Module:
         return self.decoder.classifier if self.decoder is not None else self.own_classifier

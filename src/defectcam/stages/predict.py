@@ -241,7 +241,7 @@ def entry_network(cfg: DictConfig, folder: Path, entry: Entry, meta: dict[str, A
     decoder, record = (None, None) if parts.decoder is None else load_decoder(folder, parts.decoder, module.net)
     sources = sources_of(parts, entry, meta, record, fusions)
     normalization = (float(module.hparams.normalization[0]), float(module.hparams.normalization[1]))
-    network = EntryNetwork(module.net, normalization, parts, sources.target, sources.cam_tta, decoder, sources.decoder_tta)
+    network = EntryNetwork.from_sources(module.net, normalization, sources, decoder)
     return network, sources, fusions
 
 
