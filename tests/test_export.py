@@ -19,6 +19,7 @@ from PIL import Image
 from conftest import built_once, copy_overrides, middle_of_widest_gap, private_copy, rewrite_json, run_cli
 from defectcam.errors import ConfigError, ModelError, StageOrderError, StaleInputError
 from defectcam.export.runtime import OnnxLocalizer
+from defectcam.export.writers import write_program
 from defectcam.fullres.maps import defect_probabilities
 from defectcam.models.loading import file_sha1, load_classifier
 from defectcam.stages.cams import load_cam_cache
@@ -160,11 +161,21 @@ def test_the_exported_program_alone_predicts_as_pytorch_does(exported: dict[str,
     garbage = tmp_path / "garbage.pt2"
     garbage.write_bytes(b"not a program")
     (tmp_path / "model.bin").write_bytes(b"")
+
+    class ThreeOutputs(torch.nn.Module):  # the file's metadata name two outputs, its program makes three
+        def forward(self, gray: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return gray.mean((1, 2, 3)), gray[:, 0], gray[:, 0] * 2
+
+    metadata = json.loads((exported["folder"] / "localizer.json").read_text())
+    write_program(ThreeOutputs(), tmp_path / "three.pt2", int(metadata["image_size"]), metadata)
     io = (images, f"predict.output={tmp_path / 'o'}", f"paths.output_dir={tmp_path / 'r'}")
     for extra, error, message in (
         ((f"predict.model={deployed / 'localizer.pt2'}", "predict.backend=onnx"), ConfigError, "with its own backend 'torch'"),
         ((f"predict.model={garbage}",), ModelError, "garbage.pt2: torch.export cannot load it"),
         ((f"predict.model={tmp_path / 'model.bin'}",), ConfigError, "model.bin is neither localizer.onnx nor localizer.pt2"),
+        ((f"predict.model={tmp_path / 'three.pt2'}",), ModelError,
+         "three.pt2: outputs output_0, output_1, output_2, but its entry fullres/layercam/layer2 is made of logit_margin, "
+         "defect_probability"),
     ):
         with pytest.raises(error, match=message):
             run_predict(compose_cfg(*io, *extra))

@@ -34,8 +34,7 @@ def index_dagm(root: str | Path, problems: Iterable[int] | None = None) -> pd.Da
 def labels_file(root: str | Path, problem: int, split: str) -> Path:
     """The Labels.txt that index_dagm reads for one problem's split (the same case-insensitive lookup)."""
     split_dir = _split_dir(Path(root), problem, split)
-    label_dir = _find_child(split_dir, "Label")
-    return (_find_child(label_dir, "Labels.txt") if label_dir else None) or split_dir / "Label" / "Labels.txt"
+    return _labels_path(split_dir) or split_dir / "Label" / "Labels.txt"
 
 
 def discover_problems(root: Path) -> list[int]:
@@ -56,9 +55,15 @@ def _split_dir(root: Path, problem: int, split: str) -> Path:
     return split_dir
 
 
+def _labels_path(split_dir: Path) -> Path | None:
+    """The split's Label/Labels.txt, names matched case-insensitively; None when it is not there."""
+    label_dir = _find_child(split_dir, "Label")
+    return _find_child(label_dir, "Labels.txt") if label_dir else None
+
+
 def _index_split(split_dir: Path, problem: int, split: str) -> list[dict[str, object]]:
     label_dir = _find_child(split_dir, "Label")
-    labels_path = _find_child(label_dir, "Labels.txt") if label_dir else None
+    labels_path = _labels_path(split_dir)
     rows = parse_labels(labels_path or split_dir / "Label" / "Labels.txt")
     images = _png_files(split_dir)
     masks = _png_files(label_dir) if label_dir else {}

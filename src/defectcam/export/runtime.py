@@ -45,6 +45,11 @@ class OnnxLocalizer:
         self.output_names = [output.name for output in self.session.get_outputs()] if output_names is None else output_names
 
     @property
+    def inputs(self) -> list[tuple[str, list[Any]]]:
+        """The graph's inputs as (name, shape); a free dimension by its name (the batch: 'batch')."""
+        return [(i.name, list(i.shape)) for i in self.session.get_inputs()]
+
+    @property
     def metadata(self) -> dict[str, str]:
         """The file's metadata_props (strings, JSON for anything not a string)."""
         return dict(self.session.get_modelmeta().custom_metadata_map)
@@ -79,10 +84,13 @@ class ProgramLocalizer:
         if not isinstance(stored, dict):
             raise ModelError(f"{self.path}: its {SIDECAR} is missing or not a JSON object; re-export it with defectcam-export")
         self.metadata = {str(key): metadata_text(value) for key, value in stored.items()}
-        self.output_names = [str(name) for name in stored.get("output_names", [])]
-        self.inputs = [(node.name, list(node.meta["val"].shape)) for node in program.graph.nodes
+        # The program names no outputs: they are the metadata's, when their count is the program's (else positional
+        # names, which no entry is made of, so predict.model refuses the file with its own line).
+        named, count = [str(name) for name in stored.get("output_names", [])], len(program.graph_signature.user_outputs)
+        self.output_names = named if len(named) == count else [f"output_{i}" for i in range(count)]
+        self.inputs = [(node.name, [dim if isinstance(dim, int) else "batch" for dim in node.meta["val"].shape])
+                       for node in program.graph.nodes
                        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs]
-        self.outputs = len(program.graph_signature.user_outputs)
         self.module = program.module()
 
     def __call__(self, gray: Tensor) -> tuple[Tensor, ...]:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from defectcam.data.datamodule import DefectDataModule
     from defectcam.models.module import DefectClassifier
 
+
 def inference_device(cfg: DictConfig) -> torch.device:
     """CUDA where training runs on CUDA (trainer.accelerator gpu/cuda, or auto with a GPU present), else the CPU."""
     return torch.device("cuda" if trains_on_cuda(str(cfg.trainer.accelerator)) else "cpu")

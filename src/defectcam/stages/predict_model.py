@@ -142,17 +142,11 @@ def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
     path = model_path(cfg.predict.model)
     from defectcam.export.runtime import OnnxLocalizer, ProgramLocalizer  # onnxruntime is an optional extra
 
-    localizer: OnnxLocalizer | ProgramLocalizer
-    if BACKENDS[path.suffix.lower()] == "onnx":
-        localizer = OnnxLocalizer(path)
-        inputs = [(i.name, list(i.shape)) for i in localizer.session.get_inputs()]
-    else:
-        localizer = ProgramLocalizer(path)
-        inputs = [(name, ["N" if not isinstance(dim, int) else dim for dim in shape]) for name, shape in localizer.inputs]
+    localizer = (OnnxLocalizer if BACKENDS[path.suffix.lower()] == "onnx" else ProgramLocalizer)(path)
     stored = localizer.metadata
     problem, entry, decision, size, fusions = stored_entry(path, stored)
     check_asked(cfg, path, entry)
-    check_graph(path, inputs, size)
+    check_graph(path, localizer.inputs, size)
     parts = entry_parts(entry.method, entry.layer, fusions)
     if parts.cam_method is not None:  # what the graph's CAMs are: a known method at the entry's own layers
         cam = (stored_value(path, stored, "cam_method", str), tuple(map(str, stored_value(path, stored, "cam_layers", list))))
@@ -160,9 +154,6 @@ def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
             raise ModelError(f"{path}: metadata cam_method={cam[0]!r}, cam_layers={list(cam[1])} do not make the entry "
                              f"{entry.method}/{entry.layer}; re-export it with defectcam-export")
     names = parts.output_names()
-    if isinstance(localizer, ProgramLocalizer) and localizer.outputs != len(names):
-        raise ModelError(f"{path}: its program has {localizer.outputs} outputs, but its entry {entry.method}/{entry.layer} "
-                         f"is made of {', '.join(names)}; re-export it with defectcam-export")
     if localizer.output_names != names or stored_value(path, stored, "output_names", list) != names:
         raise ModelError(f"{path}: outputs {', '.join(localizer.output_names)}, but its entry {entry.method}/{entry.layer} "
                          f"is made of {', '.join(names)}; re-export it with defectcam-export")

@@ -30,7 +30,7 @@ _QUIET = (
     r".*isinstance\(treespec, LeafSpec\).*",
     r".*is smaller than the logging interval.*",
     r".*does not have many workers.*",
-    r".*DataLoader will create \d+ worker processes in total.*",  # datamodule_for says why data.num_workers stays
+    r".*DataLoader will create \d+ worker processes in total.*",  # train.train_datamodule says why data.num_workers stays
     r".*all_gather is deprecated.*",
     r".*The given NumPy array is not writable.*",
     r".*module\(s\) in eval mode at the start of training.*",  # the fullres stage's frozen classifier, on purpose
