@@ -47,7 +47,7 @@ from defectcam.stages.cams import target_class
 from defectcam.stages.common import inference_device
 from defectcam.stages.fullres import decoder_path, decoder_record, load_decoder
 from defectcam.stages.localize import META_FILE as LOCALIZE_META, recorded_decoder_threshold
-from defectcam.stages.settings import output_dir, problems_of, validate
+from defectcam.stages.settings import PREDICT_DEFAULTS, output_dir, problems_of, validate
 from defectcam.stages.shell import stage_entry
 
 if TYPE_CHECKING:
@@ -55,8 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MIN_SIDE = 32  # ResNet's total stride: a smaller image carries less than one cell of the last stage
-# predict.gate / postprocess / backend left unset: these (with predict.model: the file's own gate and post-process)
-PREDICT_DEFAULTS = {"gate": "classifier", "postprocess": "none", "backend": "torch"}
 ELLIPSE_KEYS = ("ellipse_cx", "ellipse_cy", "ellipse_major", "ellipse_minor", "ellipse_angle_deg")
 
 

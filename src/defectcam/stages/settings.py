@@ -42,8 +42,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "predict.postprocess": POSTPROCESSES,
     "predict.backend": ("torch", "onnx"),  # onnx: the problem's export/localizer.onnx in onnxruntime
 }
-# Left unset (null), these take their default (predict.py, predict_setting), or with predict.model the file's own.
-UNSET_IS_DEFAULT = ("predict.gate", "predict.postprocess", "predict.backend")
+# predict.gate / postprocess / backend left unset (null) take these (predict.py, predict_setting), or with
+# predict.model the file's own gate and post-process.
+PREDICT_DEFAULTS = {"gate": "classifier", "postprocess": "none", "backend": "torch"}
+UNSET_IS_DEFAULT = tuple(f"predict.{name}" for name in PREDICT_DEFAULTS)
 FULLRES_SUPERVISIONS = ("cams", "masks")
 # DAGM 2007 has ten problems, Class1..Class10; the synthetic generator knows the same ten (PROBLEMS).
 DAGM_PROBLEMS: tuple[int, ...] = tuple(range(1, 11))

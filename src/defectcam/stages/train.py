@@ -143,11 +143,11 @@ def train_datamodule(cfg: DictConfig, data: ProblemData, normalization: tuple[fl
     if use_device_cache(cfg.data.device_cache, str(cfg.trainer.accelerator)):
         datamodule.device_images = DeviceImages(data, *normalization, augment=[str(a) for a in cfg.data.augment],
                                                 jitter_limit=JITTER_LIMIT)
-    elif cfg.data.augment and datamodule.num_workers > usable_cpus():
+    elif cfg.data.augment and datamodule.num_workers > (cpus := usable_cpus()):
         # torch's own warning about it is silenced (shell._QUIET): this line says why the count stays
         log.info("data.num_workers=%d exceeds the %d CPUs this process may use: kept, since each loader worker draws "
                  "its own seeded augmentation (another count gives another, equally valid run); lower it if loading "
-                 "stalls", datamodule.num_workers, usable_cpus())
+                 "stalls", datamodule.num_workers, cpus)
     return datamodule
 
 
