@@ -89,8 +89,9 @@ def copy_split(source: Path, building: Path, problem: int, split: str, rows: pd.
         shutil.copy2(path, copied)
 
 
-def make_subset(source: Path, destination: Path, problems: list[int], ids: dict[str, IdRange | None]) -> None:
-    """Copy `problems` of the DAGM tree `source` to `destination`, each split limited to its `ids` (None: all)."""
+def make_subset(source: Path, destination: Path, problems: list[int], ids: dict[str, IdRange | None]) -> pd.DataFrame:
+    """Copy `problems` of the DAGM tree `source` to `destination`, each split limited to its `ids` (None: all); returns
+    the copy's index (index_dagm's table, paths under the building folder it was renamed from)."""
     table = index_dagm(source, problems)  # a malformed source stops here, with the loader's own line
     if not destination.parent.is_dir():
         raise SubsetError(f"{destination.parent}: folder does not exist")
@@ -105,8 +106,9 @@ def make_subset(source: Path, destination: Path, problems: list[int], ids: dict[
             if kept.empty:
                 raise SubsetError(f"{source}/Class{problem}/{split}: no image numbered in {ids[str(split)]}")
             copy_split(source, building, int(problem), str(split), kept)
-        index_dagm(building, problems)  # the copy must index as a release tree does
+        copied = index_dagm(building, problems)  # the copy must index as a release tree does
         os.replace(building, destination)  # over the empty folder claimed above
+        return copied
     except BaseException:
         if destination.is_dir() and not any(destination.iterdir()):  # still the empty folder claimed above
             destination.rmdir()
@@ -126,14 +128,13 @@ def main() -> int:
     problems = sorted(set(args.problems))
     try:
         ids = {split: None if (text := getattr(args, f"{split.lower()}_ids")) is None else id_range(text) for split in SPLITS}
-        make_subset(args.source, args.destination, problems, ids)
+        table = make_subset(args.source, args.destination, problems, ids)
     except (SubsetError, DefectcamError) as error:
         print(f"dagm_subset: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"dagm_subset: error: {error.filename or args.destination}: {error.strerror or error}", file=sys.stderr)
         return 2
-    table = index_dagm(args.destination, problems)
     for (problem, split), group in table.groupby(["problem", "split"]):
         print(f"Class{problem}/{split}: {len(group)} images, {int(group['label'].sum())} defective")
     return 0

@@ -71,19 +71,21 @@ def test_changed_setting_is_detected_not_mixed(dagm_root: Path, tmp_path: Path) 
 
 def test_the_split_reads_labels_never_masks(tmp_path: Path) -> None:
     """Weak supervision: train masks must not reach the decoder, so they must not choose the train part either (a
-    split stratified by defect area would). Every mask redrawn at another size and place leaves the split as it was."""
+    split stratified by defect area would). Two trees alike but for their masks, whose areas run in opposite orders
+    (the largest defect of one is the smallest of the other), split alike."""
     import numpy as np
 
     from dagm_tree import make_tree, write_png
 
-    def parts(root: Path, name: str) -> pd.Series:
-        return ensure_split(index_dagm(root), tmp_path / name, OFFICIAL).set_index("image_id")["part"]
+    def redrawn(root: Path, reverse: bool) -> pd.Series:
+        make_tree(root, n_train=40, n_test=20)
+        masks = sorted((root / "Class1").glob("*/Label/*_label.PNG"))
+        assert len(masks) == 15
+        for number, path in enumerate(masks):
+            rows = 2 + (len(masks) - 1 - number if reverse else number)
+            mask = np.zeros((32, 32), np.uint8)
+            mask[number % 8: number % 8 + rows, 2:20] = 255  # area 18 x rows, at another place for each
+            write_png(path, mask)
+        return ensure_split(index_dagm(root), tmp_path / f"split_{root.name}", OFFICIAL).set_index("image_id")["part"]
 
-    small, large = make_tree(tmp_path / "small", n_train=40, n_test=20), make_tree(tmp_path / "large", n_train=40, n_test=20)
-    masks = sorted((large / "Class1").glob("*/Label/*_label.PNG"))
-    assert len(masks) == 15
-    for number, path in enumerate(masks):
-        grown = np.zeros((32, 32), np.uint8)
-        grown[number % 8: number % 8 + 20, 4:28] = 255  # another size and place for each
-        write_png(path, grown)
-    assert parts(small, "a").equals(parts(large, "b"))
+    assert redrawn(tmp_path / "growing", reverse=False).equals(redrawn(tmp_path / "shrinking", reverse=True))

@@ -34,7 +34,7 @@ def index_dagm(root: str | Path, problems: Iterable[int] | None = None) -> pd.Da
 def labels_file(root: str | Path, problem: int, split: str) -> Path:
     """The Labels.txt that index_dagm reads for one problem's split (the same case-insensitive lookup)."""
     split_dir = _split_dir(Path(root), problem, split)
-    return _labels_path(split_dir) or split_dir / "Label" / "Labels.txt"
+    return _labels_path(split_dir, _find_child(split_dir, "Label"))
 
 
 def discover_problems(root: Path) -> list[int]:
@@ -55,16 +55,17 @@ def _split_dir(root: Path, problem: int, split: str) -> Path:
     return split_dir
 
 
-def _labels_path(split_dir: Path) -> Path | None:
-    """The split's Label/Labels.txt, names matched case-insensitively; None when it is not there."""
-    label_dir = _find_child(split_dir, "Label")
-    return _find_child(label_dir, "Labels.txt") if label_dir else None
+def _labels_path(split_dir: Path, label_dir: Path | None) -> Path:
+    """The split's Label/Labels.txt (`label_dir`: its Label folder, None when missing), names matched
+    case-insensitively; the release's spelling when it is not there, for parse_labels to name in its error."""
+    found = _find_child(label_dir, "Labels.txt") if label_dir else None
+    return found or split_dir / "Label" / "Labels.txt"
 
 
 def _index_split(split_dir: Path, problem: int, split: str) -> list[dict[str, object]]:
     label_dir = _find_child(split_dir, "Label")
-    labels_path = _labels_path(split_dir)
-    rows = parse_labels(labels_path or split_dir / "Label" / "Labels.txt")
+    labels_path = _labels_path(split_dir, label_dir)
+    rows = parse_labels(labels_path)
     images = _png_files(split_dir)
     masks = _png_files(label_dir) if label_dir else {}
     claimed_masks: set[str] = set()
@@ -88,7 +89,7 @@ def _index_split(split_dir: Path, problem: int, split: str) -> list[dict[str, ob
     return records
 
 
-def _claim(files: dict[str, Path], name: str, claimed: set[str], folder: Path, labels: Path | None, row: LabelRow) -> Path:
+def _claim(files: dict[str, Path], name: str, claimed: set[str], folder: Path, labels: Path, row: LabelRow) -> Path:
     key = name.lower()
     if key not in files:
         what = "mask" if name.lower().endswith("_label.png") else "image"
@@ -99,7 +100,7 @@ def _claim(files: dict[str, Path], name: str, claimed: set[str], folder: Path, l
     return files[key]
 
 
-def _reject_unclaimed(files: dict[str, Path], claimed: set[str], what: str, labels: Path | None) -> None:
+def _reject_unclaimed(files: dict[str, Path], claimed: set[str], what: str, labels: Path) -> None:
     extra = sorted(set(files) - claimed)
     if extra:
         raise DatasetError(f"{files[extra[0]]}: {what} ({labels})")
