@@ -47,6 +47,11 @@ def model_path(value: Any) -> Path:
     return path
 
 
+def model_backend(path: Path) -> str:
+    """The predict.backend that runs an exported file (model_path checked its suffix)."""
+    return BACKENDS[path.suffix.lower()]
+
+
 def stored_value(path: Path, stored: dict[str, str], key: str, kind: type, optional: bool = False) -> Any:
     """One metadata value parsed as `kind` (a string as stored, anything else as JSON; an integer where a float is
     asked); one line when it is absent (unless optional: None) or not of that kind."""
@@ -118,8 +123,7 @@ def check_asked(cfg: DictConfig, path: Path, entry: Entry) -> None:
     backend)."""
     if cfg.predict.entry is not None:
         raise ConfigError("predict.entry: an exported file (predict.model) applies its own entry; leave predict.entry unset")
-    backend = BACKENDS[path.suffix.lower()]
-    for key, value in (("gate", entry.gate), ("postprocess", entry.postprocess), ("backend", backend)):
+    for key, value in (("gate", entry.gate), ("postprocess", entry.postprocess), ("backend", model_backend(path))):
         asked = cfg.predict[key]
         if asked is not None and str(asked) != value:
             raise ConfigError(f"predict.{key}: {asked!r}, but predict.model runs {path} with its own {key} {value!r}; leave "
@@ -142,7 +146,7 @@ def model_predictor(cfg: DictConfig) -> tuple[int, Predictor]:
     path = model_path(cfg.predict.model)
     from defectcam.export.runtime import OnnxLocalizer, ProgramLocalizer  # onnxruntime is an optional extra
 
-    localizer = (OnnxLocalizer if BACKENDS[path.suffix.lower()] == "onnx" else ProgramLocalizer)(path)
+    localizer = (OnnxLocalizer if model_backend(path) == "onnx" else ProgramLocalizer)(path)
     stored = localizer.metadata
     problem, entry, decision, size, fusions = stored_entry(path, stored)
     check_asked(cfg, path, entry)
