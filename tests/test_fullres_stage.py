@@ -16,7 +16,18 @@ from defectcam.fullres.maps import defect_map, defect_probabilities
 from defectcam.fullres.network import FullResolutionNet, resnet_features
 from defectcam.stages.common import inference_device, trained_problem
 from defectcam.stages.data import prepare_data
-from defectcam.stages.fullres import fullres_problem, load_fullres_cache, protocol_score, recipe_of, train_decoder, train_set
+from defectcam.stages.fullres import (
+    decoder_score_name,
+    fullres_problem,
+    load_fullres_cache,
+    masks_at,
+    part_rows,
+    recipe_of,
+    train_decoder,
+    train_decoders,
+    train_set,
+    validation_score,
+)
 from defectcam.stages.settings import validate
 
 
@@ -44,7 +55,7 @@ def train_one_decoder(pipeline, tmp_path: Path, compose_cfg, supervision: str, *
     start = "layercam/layer2" if supervision == "cams" else None
     dataset = train_set(cfg, data, module.net, normalization, supervision, start, device)
     training = train_decoder(cfg, tmp_path, module.net, normalization, recipe_of(cfg, supervision), dataset,
-                             protocol_score(data, "miou"), f"{supervision}_test")
+                             validation_score(data, str(cfg.localize.select_on), decoder_score_name(cfg)), f"{supervision}_test")
     return module.net, before, training
 
 
@@ -160,6 +171,55 @@ def test_only_validation_masks_decide_for_weak_supervision(pipeline, tmp_path: P
         assert not same
 
 
+@pytest.mark.parametrize(("select_on", "kept"), [("all_images", "layercam/layer2"), ("protocol", "gradcampp/layer2")])
+def test_a_decoder_that_flags_defect_free_validation_images_loses_under_all_images(
+        pipeline, compose_cfg, monkeypatch, select_on: str, kept: str) -> None:
+    """Two starts: one decoder's validation maps are the true masks shrunk by a pixel (clean elsewhere), the other's
+    the true masks plus a lit pixel on every defect-free image. mIoU alone prefers the second; the default score,
+    all-mIoU at the same threshold, keeps the first. Both go through the stage's own selection and selection.csv rows."""
+    import defectcam.stages.fullres as stage
+    from defectcam.localization.entries import masks_tensor
+
+    cfg = compose_cfg(*pipeline["overrides"], f"fullres.select_on={select_on}")
+    data = prepare_data(cfg, show_progress=False)[1]
+    rows = part_rows(data, "val")
+    size = int(cfg.data.image_size)
+    truth = masks_at(masks_tensor([data.mask_of(int(r)) for r in rows]), size).float()
+    defective = torch.as_tensor(data.table["label"].to_numpy()[rows] == 1)
+    assert bool(defective.any()) and bool((~defective).any())
+    shrunk = -torch.nn.functional.max_pool2d(-truth.unsqueeze(1), 3, 1, 1)[:, 0]  # one pixel eroded: lower mIoU
+    flagging = truth.clone()
+    flagging[~defective, size // 2, size // 2] = 1.0
+    probs = {"layercam/layer2": shrunk, "gradcampp/layer2": flagging}
+
+    class Trained:
+        def __init__(self, start: str, val_score) -> None:
+            self.best_score, self.best_step, self.best_state = float(val_score(probs[start])), 0, {"start": torch.zeros(1)}
+
+    monkeypatch.setattr(stage, "train_set", lambda cfg, data, net, norm, supervision, start, device: start)
+    monkeypatch.setattr(stage, "train_decoder", lambda cfg, out, net, norm, recipe, start, val, name: Trained(start, val[1]))
+    selection, chosen = train_decoders(cfg, data, None, (0.0, 1.0), torch.device("cpu"), list(probs), ["cams"])
+    assert chosen["fullres"].start == kept
+    assert [row["chosen"] for row in selection] == [row["layer"] == kept for row in selection]
+    scored = {row["layer"]: row["val_score"] for row in selection}
+    assert {row["val_score_of"] for row in selection} == {"all_miou" if select_on == "all_images" else "miou"}
+    if select_on == "protocol":
+        assert scored["gradcampp/layer2"] == pytest.approx(1.0)  # the lit pixels cost the mIoU nothing
+    else:
+        assert scored["gradcampp/layer2"] == pytest.approx(float(defective.float().mean()))  # every defect-free image lost
+
+
+def test_fullres_select_on_keys_the_decoder_and_protocol_keeps_older_caches(pipeline, compose_cfg) -> None:
+    from defectcam.stages.fullres import fullres_meta, training_key
+
+    data = prepare_data(compose_cfg(*pipeline["overrides"]), show_progress=False)[1]
+    metas = {value: fullres_meta(compose_cfg(*pipeline["overrides"], f"fullres.select_on={value}"), data)
+             for value in ("protocol", "all_images")}
+    assert "select_on" not in metas["protocol"]["fullres"]  # what every decoder trained before the setting used
+    assert metas["all_images"]["fullres"]["select_on"] == "all_images"
+    assert training_key(metas["protocol"], "fullres") != training_key(metas["all_images"], "fullres")
+
+
 def test_a_stale_decoder_cache_is_named_or_retrained(pipeline, tmp_path: Path) -> None:
     out, overrides = private_copy(pipeline, tmp_path)
     refused = run_cli("localize", *overrides, "fullres.lr=0.002", "on_stale=error")
@@ -270,6 +330,7 @@ BAD_SETTINGS = [
     ("fullres.supervised_encoder.lr=0", "fullres.supervised_encoder.lr: 0 must be a number >= 1e-12"),
     ("fullres.seeds.background_quantile=1.5", "fullres.seeds.background_quantile: 1.5 must be a number in"),
     ("fullres.tta=rotations", "fullres.tta: 'rotations' is not one of none, flips, dihedral"),
+    ("fullres.select_on=miou", "fullres.select_on: 'miou' is not one of protocol, all_images"),
     ("fullres.deepest_layer=layer5", "fullres.deepest_layer: 'layer5' is not one of layer2, layer3, layer4"),
     ("fullres.deepest_layer=layer3", "fullres.decoder_channels: [128, 64, 32, 16, 16] must be 1 to 4 positive integers "
                                      "(one per decoder block, from fullres.deepest_layer layer3's scale up), e.g. [64, 32, 16, 16]"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from defectcam.localization import Part, Protocol, default_thresholds, evaluate_entry, iou_curve, miou, select_threshold
-from defectcam.localization.exact import best_exact_threshold, exact_curve, sort_pixels
+from defectcam.localization.exact import best_exact_threshold, exact_curve, score_at_best_threshold, sort_pixels
 from defectcam.localization.iou import confusion_curve
 from defectcam.localization.selection import curves_from_counts
 
@@ -65,6 +65,39 @@ def test_chosen_threshold_is_the_best_over_every_distinct_value(seed: int, selec
         tp, fp, fn = confusion_curve(part.maps, part.masks, torch.tensor([threshold]))
         curves = curves_from_counts(tp, fp, fn, part.defective, torch.tensor([threshold]), part.maps[0].numel(), keep)
         assert getattr(curves, select_on)[0].item() == pytest.approx(best, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("select_on", "report"), [("miou", "all_miou"), ("all_miou", "miou"), ("miou", "miou")])
+def test_a_score_is_reported_at_the_threshold_another_chooses(seed: int, select_on: str, report: str) -> None:
+    part = small_split(seed)
+    pixels = sort_pixels(part.maps, part.masks, part.defective)
+    threshold, score = score_at_best_threshold(pixels, None, select_on, report)
+    assert threshold == best_exact_threshold(pixels, None, select_on)[0]
+    tp, fp, fn = confusion_curve(part.maps, part.masks, torch.tensor([threshold]))
+    curves = curves_from_counts(tp, fp, fn, part.defective, torch.tensor([threshold]), part.maps[0].numel())
+    assert score == pytest.approx(getattr(curves, report)[0].item(), abs=1e-12)
+
+
+def test_all_miou_at_the_miou_threshold_sees_a_flagged_defect_free_image() -> None:
+    """The decoder's selection score: a defect-free image lit above the mIoU threshold leaves the mIoU as it was and
+    costs the all-mIoU one image in N; lit below it, it costs nothing."""
+    part = small_split(5)
+    pixels = sort_pixels(part.maps, part.masks, part.defective)
+    threshold, miou_before = best_exact_threshold(pixels)
+    _, all_before = score_at_best_threshold(pixels, None, "miou", "all_miou")
+    free = int(torch.nonzero(~part.defective)[0])
+    for value, cost in ((1.0, 1.0 / len(part.maps)), (threshold / 2, 0.0)):
+        maps = part.maps.clone()
+        maps[free] = torch.where(maps[free] >= threshold, threshold * 0.99, maps[free])  # quiet at the threshold
+        quiet = sort_pixels(maps, part.masks, part.defective)
+        lit_maps = maps.clone()
+        lit_maps[free, 2, 3] = value
+        lit = sort_pixels(lit_maps, part.masks, part.defective)
+        assert best_exact_threshold(lit)[1] == pytest.approx(best_exact_threshold(quiet)[1], abs=1e-12) == pytest.approx(miou_before)
+        quiet_all = score_at_best_threshold(quiet, None, "miou", "all_miou")[1]
+        assert quiet_all >= all_before
+        assert score_at_best_threshold(lit, None, "miou", "all_miou")[1] == pytest.approx(quiet_all - cost, abs=1e-12)
 
 
 def low_threshold_split(seed: int) -> Part:

@@ -11,3 +11,7 @@ DECODER_METHODS = {"cams": "fullres", "masks": "supervised"}
 METHOD_SUPERVISIONS = {method: supervision for supervision, method in DECODER_METHODS.items()}
 REFERENCE_METHODS = ("supervised",)  # trained on true masks: a reference row, never a weakly supervised result
 MASKS_LAYER = "masks"  # the `layer` of the supervised reference (its starting point is the true masks)
+# fullres.select_on -> the score that keeps a decoder's checkpoint and chooses its starting CAM, always taken at the
+# validation threshold localize.select_on picks (None: localize.select_on's own score, which as mIoU sees only the
+# defective images). all-mIoU there also scores each defect-free validation image: 1 if nothing is flagged on it, else 0.
+DECODER_SELECT_ON = {"protocol": None, "all_images": "all_miou"}

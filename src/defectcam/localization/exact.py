@@ -134,12 +134,25 @@ def best_exact_threshold(
     pixels: SortedPixels, keep: Tensor | np.ndarray | None = None, select_on: str = "miou"
 ) -> tuple[float, float]:
     """(threshold, validation score) maximizing `select_on` over every distinct value; ties go to the lowest threshold."""
-    if select_on not in SELECT_SCORES:
-        raise ValueError(f"select_on must be one of {SELECT_SCORES}, got {select_on!r}")
+    return score_at_best_threshold(pixels, keep, select_on, select_on)
+
+
+def score_at_best_threshold(
+    pixels: SortedPixels, keep: Tensor | np.ndarray | None, select_on: str, report: str
+) -> tuple[float, float]:
+    """(the threshold best_exact_threshold picks by `select_on`, the `report` score at that threshold).
+
+    With report == select_on this is the best score itself. A different `report` scores a map where it will be
+    used: e.g. all-mIoU at the mIoU threshold counts the defect-free images an mIoU-chosen threshold flags,
+    which the mIoU never sees."""
+    for name, value in (("select_on", select_on), ("report", report)):
+        if value not in SELECT_SCORES:
+            raise ValueError(f"{name} must be one of {SELECT_SCORES}, got {value!r}")
     thresholds, miou, all_miou = exact_curve(pixels, keep)
-    score = miou if select_on == "miou" else all_miou
+    curves = {"miou": miou, "all_miou": all_miou}
+    score = curves[select_on]
     best = score.max()
     # Floating sums of the same IoUs in another order may differ in the last bits: treat those as ties.
     tied = np.flatnonzero(score >= best - 1e-12)
     index = tied[np.argmin(thresholds[tied])]
-    return float(thresholds[index]), float(score[index])
+    return float(thresholds[index]), float(curves[report][index])

@@ -29,13 +29,13 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from defectcam.cams.tta import tta_cams
 from defectcam.data.prepare import ProblemData, ids_hash, problem_dir
 from defectcam.errors import ConfigError, StageOrderError, StaleInputError
-from defectcam.fullres import DECODER_METHODS, MASKS_LAYER, METHOD_SUPERVISIONS
+from defectcam.fullres import DECODER_METHODS, DECODER_SELECT_ON, MASKS_LAYER, METHOD_SUPERVISIONS
 from defectcam.fullres.maps import batched_maps, probability_scoring_maps, stored_probabilities
 from defectcam.fullres.network import FullResolutionNet
 from defectcam.fullres.seeds import seed_regions
 from defectcam.io import atomic_path, read_json, write_json
 from defectcam.localization.entries import entry_scoring_maps, entry_sources, fusions_from, masks_tensor
-from defectcam.localization.exact import best_exact_threshold, sort_pixels
+from defectcam.localization.exact import score_at_best_threshold, sort_pixels
 from defectcam.models.decoder_recipe import DecoderRecipe, DecoderTrainSet, normalized
 from defectcam.models.loading import file_sha1
 from defectcam.stages.cams import fresh_cams, load_cam_cache, refuse_or_warn, stale_reason, target_class
@@ -52,7 +52,7 @@ FULLRES_FORMAT = 1
 FOLDER, CACHE_NAME, META_NAME, SELECTION_NAME = "fullres", "fullres.pt", "fullres_meta.json", "selection.csv"
 # Settings added after decoders were first cached, at the value every earlier cache and decoder record implies: the
 # meta leaves a setting out at that value (so those caches stay fresh) and a record without it is read as that value.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"deepest_layer": "layer4"}
+SETTINGS_ADDED_LATER: dict[str, Any] = {"deepest_layer": "layer4", "select_on": "protocol"}
 INFERENCE_SETTINGS = ("tta", "eval_batch_size")  # change the maps, not the trained decoders
 # fullres settings a method's training never reads: the weak decoder ignores the reference's encoder options,
 # and the reference (true masks) draws no seeds and has no starting CAM or negative-image rule of its own.
@@ -206,9 +206,15 @@ def masks_at(masks: Tensor, size: int) -> Tensor:
     return F.interpolate(masks.float().unsqueeze(1), size=(size, size), mode="area")[:, 0] >= 0.5
 
 
-def protocol_score(data: ProblemData, select_on: str) -> tuple[Tensor, Any]:
-    """The validation part's images (uint8) and a function probs (N, S, S) -> the protocol's validation score: the
-    best `select_on` over every threshold (exact), ungated, at the masks' native size. Reads validation masks only."""
+def decoder_score_name(cfg: DictConfig) -> str:
+    """The score (miou | all_miou) that keeps a decoder's checkpoint: fullres.select_on's, or localize.select_on's."""
+    return DECODER_SELECT_ON[str(cfg.fullres.select_on)] or str(cfg.localize.select_on)
+
+
+def validation_score(data: ProblemData, select_on: str, report: str) -> tuple[Tensor, Any]:
+    """The validation part's images (uint8) and a function probs (N, S, S) -> the decoder's validation score: `report`
+    at the threshold that maximizes `select_on` (exact, as localize picks it), ungated, at the masks' native size.
+    Reads validation masks only."""
     rows = part_rows(data, "val")
     masks = masks_tensor([data.mask_of(int(r)) for r in rows])
     defective = torch.as_tensor(data.table["label"].to_numpy()[rows] == 1)
@@ -217,7 +223,7 @@ def protocol_score(data: ProblemData, select_on: str) -> tuple[Tensor, Any]:
 
     def score(probs: Tensor) -> float:
         maps = probability_scoring_maps(probs, data.native_size)
-        return best_exact_threshold(sort_pixels(maps, masks, defective), None, select_on)[1]
+        return score_at_best_threshold(sort_pixels(maps, masks, defective), None, select_on, report)[1]
 
     return torch.from_numpy(np.array(data.images[rows])), score
 
@@ -333,7 +339,8 @@ def train_decoders(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, nor
     """One decoder per supervision and starting CAM; per method the one validation scores best (ties: the first
     listed). Returns the selection rows (every decoder trained) and the kept decoder of each method."""
     out = problem_dir(output_dir(cfg), data.problem)
-    val = protocol_score(data, str(cfg.localize.select_on))
+    scored = decoder_score_name(cfg)
+    val = validation_score(data, str(cfg.localize.select_on), scored)
     selection, chosen = [], {}
     for supervision in supervisions:
         method, recipe = DECODER_METHODS[supervision], recipe_of(cfg, supervision)
@@ -344,15 +351,15 @@ def train_decoders(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, nor
             started = time.perf_counter()
             training = train_decoder(cfg, out, net, normalization, recipe, dataset, val, f"{method}_{start.replace('/', '_')}")
             selection.append({"method": method, "layer": start, "best_step": training.best_step, "val_score": training.best_score,
-                              "select_on": str(cfg.localize.select_on), "train_time_s": round(time.perf_counter() - started, 2)})
+                              "val_score_of": scored, "select_on": str(cfg.localize.select_on), "train_time_s": round(time.perf_counter() - started, 2)})
             if method not in chosen or training.best_score > chosen[method].score:
                 chosen[method] = TrainedDecoder(start, training.best_score, training.best_state)
         for row in selection:
             if row["method"] == method:
                 row["chosen"] = row["layer"] == chosen[method].start
         if len(candidates) > 1:
-            log.info("problem %d: starting CAM chosen on validation: %s (val %s %.4f)", data.problem, chosen[method].start,
-                     cfg.localize.select_on, chosen[method].score)
+            log.info("problem %d: starting CAM chosen on validation: %s (val %s at the %s threshold: %.4f)", data.problem,
+                     chosen[method].start, scored, cfg.localize.select_on, chosen[method].score)
     return selection, chosen
 
 

@@ -19,7 +19,7 @@ from defectcam.data.prepare import SplitSettings
 from defectcam.data.splits import PARTS
 from defectcam.errors import ConfigError
 from defectcam.evaluation.decision import DECISIONS
-from defectcam.fullres import DECODER_METHODS
+from defectcam.fullres import DECODER_METHODS, DECODER_SELECT_ON
 from defectcam.fullres.network import DEEPEST_LAYERS, feature_count
 from defectcam.localization.baselines import BASELINES
 from defectcam.localization.entries import fusions_from
@@ -38,6 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "evaluate.decision": DECISIONS,
     "fullres.tta": tuple(TTA_SETS),
     "fullres.deepest_layer": DEEPEST_LAYERS,
+    "fullres.select_on": tuple(DECODER_SELECT_ON),
     "predict.gate": GATES,
     "predict.postprocess": POSTPROCESSES,
     "predict.backend": ("torch", "onnx"),  # onnx: the problem's export/localizer.onnx in onnxruntime
