@@ -70,6 +70,17 @@ def test_the_classifier_is_bit_equal_after_decoder_training(pipeline, tmp_path: 
     assert any(not torch.equal(v, FullResolutionNet(net).state_dict()[k]) for k, v in training.best_state.items())
 
 
+def test_tensorboard_files_each_validation_score_at_the_step_it_scored(pipeline, tmp_path: Path, compose_cfg) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, training = train_one_decoder(pipeline, tmp_path, compose_cfg, "cams", "fullres.steps=5", "fullres.eval_every=2")
+    assert [h["step"] for h in training.history] == [2, 4, 5]
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "cams_test"))
+    events.Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("fullres/val_score")]
+    assert logged == [(h["step"], pytest.approx(h["val_score"], abs=1e-6)) for h in training.history]
+
+
 def test_a_trained_encoder_is_a_copy_and_the_classifier_stays_bit_equal(pipeline, tmp_path: Path, compose_cfg) -> None:
     overrides = ("fullres.steps=2", "fullres.supervised_encoder.trained=true", "fullres.supervised_encoder.lr=0.01")
     cfg = compose_cfg(*pipeline["overrides"], *overrides)

@@ -120,7 +120,8 @@ class DecoderTraining(pl.LightningModule):
         self.network.train(was_training)
         score = float(self.val_score(torch.cat(probs)))
         self.history.append({"step": step, "val_score": score})
-        self.log("fullres/val_score", score)
+        if self.logger is not None:  # at the step it scores: self.log would file it at Lightning's next logging step
+            self.logger.log_metrics({"fullres/val_score": score}, step=step)
         if score > self.best_score:  # ties keep the earlier state
             self.best_score, self.best_step = score, step
             self.best_state = {k: v.cpu() for k, v in self.network.decoder_state().items()}
