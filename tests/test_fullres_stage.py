@@ -220,15 +220,40 @@ def test_a_decoder_that_flags_defect_free_validation_images_loses_under_all_imag
         assert scored["gradcampp/layer2"] == pytest.approx(float(defective.float().mean()))  # every defect-free image lost
 
 
-def test_fullres_select_on_keys_the_decoder_and_protocol_keeps_older_caches(pipeline, compose_cfg) -> None:
-    from defectcam.stages.fullres import fullres_meta, training_key
+def test_fullres_select_on_keys_the_decoder_and_protocol_keeps_older_caches(pipeline, tmp_path: Path, compose_cfg) -> None:
+    from defectcam.io import read_json, write_json
+    from defectcam.stages.fullres import META_NAME, fullres_dir, fullres_meta, stale_fullres, training_key
 
-    data = prepare_data(compose_cfg(*pipeline["overrides"]), show_progress=False)[1]
-    metas = {value: fullres_meta(compose_cfg(*pipeline["overrides"], f"fullres.select_on={value}"), data)
-             for value in ("protocol", "all_images")}
+    out, overrides = private_copy(pipeline, tmp_path)
+    cfgs = {value: compose_cfg(*overrides, f"fullres.select_on={value}") for value in ("protocol", "all_images")}
+    data = prepare_data(cfgs["protocol"], show_progress=False)[1]
+    metas = {value: fullres_meta(cfg, data) for value, cfg in cfgs.items()}
     assert "select_on" not in metas["protocol"]["fullres"]  # what every decoder trained before the setting used
     assert metas["all_images"]["fullres"]["select_on"] == "all_images"
     assert training_key(metas["protocol"], "fullres") != training_key(metas["all_images"], "fullres")
+    # A cache written before the setting existed (its meta without the key): fresh under protocol, stale under all_images.
+    meta_path = fullres_dir(cfgs["protocol"], 1) / META_NAME
+    recorded = read_json(meta_path)
+    recorded["fullres"].pop("select_on", None)
+    write_json(meta_path, recorded)
+    assert stale_fullres(cfgs["protocol"], data)[2] is None
+    assert stale_fullres(cfgs["all_images"], data)[2] is not None
+    # Under localize.select_on=all_miou both values keep decoders by all-mIoU: one key, no retraining.
+    both = [fullres_meta(compose_cfg(*overrides, f"fullres.select_on={value}", "localize.select_on=all_miou"), data)
+            for value in ("protocol", "all_images")]
+    assert both[0] == both[1]
+
+
+def test_selection_rows_written_before_val_score_of_name_localizes_score(pipeline, tmp_path: Path, compose_cfg) -> None:
+    from defectcam.stages.fullres import SELECTION_NAME, fullres_dir, fullres_meta, reusable_decoders
+
+    out, overrides = private_copy(pipeline, tmp_path)
+    cfg = compose_cfg(*overrides)
+    data = prepare_data(cfg, show_progress=False)[1]
+    path = fullres_dir(cfg, 1) / SELECTION_NAME
+    pd.read_csv(path).drop(columns="val_score_of").to_csv(path, index=False)
+    rows, chosen = reusable_decoders(out / "problem_1", fullres_meta(cfg, data))
+    assert set(chosen) == {"fullres"} and [row["val_score_of"] for row in rows] == ["miou"]
 
 
 def test_a_stale_decoder_cache_is_named_or_retrained(pipeline, tmp_path: Path) -> None:
@@ -341,7 +366,7 @@ BAD_SETTINGS = [
     ("fullres.supervised_encoder.lr=0", "fullres.supervised_encoder.lr: 0 must be a number >= 1e-12"),
     ("fullres.seeds.background_quantile=1.5", "fullres.seeds.background_quantile: 1.5 must be a number in"),
     ("fullres.tta=rotations", "fullres.tta: 'rotations' is not one of none, flips, dihedral"),
-    ("fullres.select_on=miou", "fullres.select_on: 'miou' is not one of protocol, all_images"),
+    ("fullres.select_on=miou", "fullres.select_on: 'miou' is not one of all_images, protocol"),
     ("fullres.deepest_layer=layer5", "fullres.deepest_layer: 'layer5' is not one of layer2, layer3, layer4"),
     ("fullres.deepest_layer=layer3", "fullres.decoder_channels: [128, 64, 32, 16, 16] must be 1 to 4 positive integers "
                                      "(one per decoder block, from fullres.deepest_layer layer3's scale up), e.g. [64, 32, 16, 16]"),

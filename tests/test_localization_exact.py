@@ -94,7 +94,8 @@ def test_all_miou_at_the_miou_threshold_sees_a_flagged_defect_free_image() -> No
         lit_maps = maps.clone()
         lit_maps[free, 2, 3] = value
         lit = sort_pixels(lit_maps, part.masks, part.defective)
-        assert best_exact_threshold(lit)[1] == pytest.approx(best_exact_threshold(quiet)[1], abs=1e-12) == pytest.approx(miou_before)
+        assert best_exact_threshold(lit)[1] == pytest.approx(best_exact_threshold(quiet)[1], abs=1e-12)
+        assert best_exact_threshold(quiet)[1] == pytest.approx(miou_before, abs=1e-12)
         quiet_all = score_at_best_threshold(quiet, None, "miou", "all_miou")[1]
         assert quiet_all >= all_before
         assert score_at_best_threshold(lit, None, "miou", "all_miou")[1] == pytest.approx(quiet_all - cost, abs=1e-12)

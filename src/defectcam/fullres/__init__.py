@@ -14,4 +14,4 @@ MASKS_LAYER = "masks"  # the `layer` of the supervised reference (its starting p
 # fullres.select_on -> the score that keeps a decoder's checkpoint and chooses its starting CAM, always taken at the
 # validation threshold localize.select_on picks (None: localize.select_on's own score, which as mIoU sees only the
 # defective images). all-mIoU there also scores each defect-free validation image: 1 if nothing is flagged on it, else 0.
-DECODER_SELECT_ON = {"protocol": None, "all_images": "all_miou"}
+DECODER_SELECT_ON = {"all_images": "all_miou", "protocol": None}

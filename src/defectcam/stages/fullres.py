@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +53,7 @@ FULLRES_FORMAT = 1
 FOLDER, CACHE_NAME, META_NAME, SELECTION_NAME = "fullres", "fullres.pt", "fullres_meta.json", "selection.csv"
 # Settings added after decoders were first cached, at the value every earlier cache and decoder record implies: the
 # meta leaves a setting out at that value (so those caches stay fresh) and a record without it is read as that value.
-SETTINGS_ADDED_LATER: dict[str, Any] = {"deepest_layer": "layer4", "select_on": "protocol"}
+SETTINGS_ADDED_LATER: dict[str, Any] = {"deepest_layer": "layer4"}
 INFERENCE_SETTINGS = ("tta", "eval_batch_size")  # change the maps, not the trained decoders
 # fullres settings a method's training never reads: the weak decoder ignores the reference's encoder options,
 # and the reference (true masks) draws no seeds and has no starting CAM or negative-image rule of its own.
@@ -87,6 +88,10 @@ def fullres_meta(cfg: DictConfig, data: ProblemData) -> dict[str, Any] | None:
         raise StageOrderError(f"{ckpt}: no checkpoint; run the train stage first (make train / defectcam-train)")
     settings = {k: v for k, v in to_plain(cfg.fullres).items()
                 if k not in ("force", "figure_images") and not (k in SETTINGS_ADDED_LATER and v == SETTINGS_ADDED_LATER[k])}
+    if decoder_score_name(cfg) == str(cfg.localize.select_on):
+        # Decoders kept by localize.select_on itself, as every decoder before fullres.select_on was: the same key
+        # whichever value says so (all_images under localize.select_on=all_miou is that score too).
+        settings.pop("select_on", None)
     return {
         "format": FULLRES_FORMAT,
         "checkpoint_sha1": file_sha1(ckpt),
@@ -211,7 +216,7 @@ def decoder_score_name(cfg: DictConfig) -> str:
     return DECODER_SELECT_ON[str(cfg.fullres.select_on)] or str(cfg.localize.select_on)
 
 
-def validation_score(data: ProblemData, select_on: str, report: str) -> tuple[Tensor, Any]:
+def validation_score(data: ProblemData, select_on: str, report: str) -> tuple[Tensor, Callable[[Tensor], float]]:
     """The validation part's images (uint8) and a function probs (N, S, S) -> the decoder's validation score: `report`
     at the threshold that maximizes `select_on` (exact, as localize picks it), ungated, at the masks' native size.
     Reads validation masks only."""
@@ -331,7 +336,11 @@ def reusable_decoders(folder: Path, meta: dict[str, Any]) -> tuple[list[dict[str
         if any(row["method"] == method and row.get("chosen") is True and row["layer"] == record["layer"]
                and math.isclose(float(row["val_score"]), float(record["val_score"])) for row in selection):
             chosen[method] = TrainedDecoder(record["layer"], float(record["val_score"]), record["decoder"], record.get("recipe"))
-    return [row for row in selection if row["method"] in chosen], chosen
+    rows = [row for row in selection if row["method"] in chosen]
+    for row in rows:  # rows written before selection.csv named its score were kept by localize.select_on's own
+        if not isinstance(row.get("val_score_of"), str):
+            row["val_score_of"] = row["select_on"]
+    return rows, chosen
 
 
 def train_decoders(cfg: DictConfig, data: ProblemData, net: torch.nn.Module, normalization: tuple[float, float],
