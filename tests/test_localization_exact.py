@@ -73,10 +73,12 @@ def test_a_score_is_reported_at_the_threshold_another_chooses(seed: int, select_
     part = small_split(seed)
     pixels = sort_pixels(part.maps, part.masks, part.defective)
     threshold, score = score_at_best_threshold(pixels, None, select_on, report)
-    assert threshold == best_exact_threshold(pixels, None, select_on)[0]
+    _, brute_miou, brute_all = brute_force(part, None)
     tp, fp, fn = confusion_curve(part.maps, part.masks, torch.tensor([threshold]))
     curves = curves_from_counts(tp, fp, fn, part.defective, torch.tensor([threshold]), part.maps[0].numel())
-    assert score == pytest.approx(getattr(curves, report)[0].item(), abs=1e-12)
+    best = (brute_miou if select_on == "miou" else brute_all).max().item()
+    assert getattr(curves, select_on)[0].item() == pytest.approx(best, abs=1e-12)  # the threshold `select_on` picks
+    assert score == pytest.approx(getattr(curves, report)[0].item(), abs=1e-12)  # and `report` read there
 
 
 def test_all_miou_at_the_miou_threshold_sees_a_flagged_defect_free_image() -> None:
